@@ -1,0 +1,133 @@
+//! Building the application and running it until told to stop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderName, HeaderValue, Method};
+use axum::{middleware, Router};
+use sms_shared::amqp::Publisher;
+use sms_shared::auth::JwtKeys;
+use sms_shared::db::Db;
+use sms_shared::metrics::Metrics;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::config::Config;
+use crate::state::{App, AppState};
+use crate::{error, middleware as mw, routes};
+
+/// Connects to MongoDB and prepares the RabbitMQ publisher (connected on first use).
+pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
+    error::set_verbose(config.http.debug);
+    let metrics = Metrics::new();
+    let db = Db::connect(&config.mongo, "sms-api").await?;
+    Ok(AppState::new(App {
+        publisher: Publisher::new(config.amqp.clone(), metrics.clone()),
+        jwt: JwtKeys::new(&config.jwt),
+        db,
+        metrics,
+        tasks: TaskTracker::new(),
+        config,
+    }))
+}
+
+/// The full router: every route at `/<route>` and `$BASE_PATH/<route>`, with its layers.
+pub fn router(state: AppState) -> Router {
+    let routes = routes::router();
+    let base = state.config.http.base_path.clone();
+    let mut app = Router::new().merge(routes.clone());
+    if !base.is_empty() {
+        app = app.nest(&base, routes);
+    }
+    let mut app = app
+        .fallback(mw::not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), mw::track_metrics))
+        .layer(middleware::from_fn(mw::json_errors))
+        .layer(DefaultBodyLimit::max(state.config.http.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), mw::check_host))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+                tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
+            }),
+        );
+    let origins: Vec<HeaderValue> = state
+        .config
+        .http
+        .cors_origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    if !origins.is_empty() {
+        app = app.layer(
+            CorsLayer::new()
+                .allow_origin(AllowOrigin::list(origins))
+                .allow_methods([
+                    Method::GET,
+                    Method::POST,
+                    Method::PUT,
+                    Method::PATCH,
+                    Method::DELETE,
+                ])
+                .allow_headers([
+                    header::AUTHORIZATION,
+                    header::CONTENT_TYPE,
+                    HeaderName::from_static("x-api-key"),
+                ]),
+        );
+    }
+    app.with_state(state)
+}
+
+/// Serves on `listener` until `shutdown` completes, then drains in-flight work.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let stop = CancellationToken::new();
+    let background = crate::background::spawn(state.clone(), stop.clone());
+    let app = router(state.clone());
+    tracing::info!(addr = %listener.local_addr()?, base_path = %state.config.http.base_path, "sms-api listening");
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .context("serving HTTP")?;
+    stop.cancel();
+    state.tasks.close();
+    state.tasks.wait().await;
+    background.close();
+    background.wait().await;
+    tracing::info!("sms-api stopped");
+    Ok(())
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested");
+}

@@ -1,0 +1,263 @@
+//! The API's configuration: the shared parts plus HTTP, proxy and seeding settings.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use sms_shared::config::{
+    socket_addr, AmqpConfig, ConfigError, Env, JwtConfig, LogFormat, MongoConfig, RulesConfig,
+};
+
+/// Everything `sms-api` reads from the environment, parsed once at start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub app_name: String,
+    pub app_env: String,
+    pub http: HttpConfig,
+    pub mongo: MongoConfig,
+    pub amqp: AmqpConfig,
+    pub jwt: JwtConfig,
+    pub rules: RulesConfig,
+    pub seed: SeedConfig,
+    /// `AGENT_REGISTRATION_SECRET`; the value stored in the database wins over it.
+    pub agent_registration_secret: Option<String>,
+    /// How old an unpublished message must be before the sweeper republishes it.
+    pub outbox_grace: Duration,
+    pub log_format: LogFormat,
+}
+
+/// HTTP serving, host checks and proxy trust.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub addr: SocketAddr,
+    /// Route prefix served beside `/`, e.g. `/sms` (empty when disabled).
+    pub base_path: String,
+    /// `ALLOWED_HOSTS` entries, lower-case.
+    pub allowed_hosts: Vec<String>,
+    /// `CSRF_TRUSTED_ORIGINS`: origins allowed by CORS.
+    pub cors_origins: Vec<String>,
+    /// `SECURE_PROXY_SSL_HEADER`: header name and value meaning "the client used https".
+    pub proxy_ssl_header: Option<(String, String)>,
+    /// `USE_X_FORWARDED_HOST`: trust `X-Forwarded-Host` and `X-Forwarded-For` from the proxy.
+    pub trust_forwarded: bool,
+    /// `DJANGO_DEBUG`: internal error causes are shown to clients, outside production only.
+    pub debug: bool,
+    /// `DJANGO_SECRET_KEY`: accepted for compatibility.
+    pub secret_key: Option<SecretString>,
+    pub max_body_bytes: usize,
+}
+
+/// `SEED_ADMIN*`: the operator account created by `seed-admin`.
+#[derive(Debug, Clone)]
+pub struct SeedConfig {
+    pub enabled: bool,
+    pub username: String,
+    pub password: Option<SecretString>,
+}
+
+impl Config {
+    pub fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let app_env = env.string("APP_ENV", "development");
+        Ok(Self {
+            app_name: env.string("APP_NAME", "sms"),
+            http: HttpConfig::from_env(env, &app_env)?,
+            app_env,
+            mongo: MongoConfig::from_env(env)?,
+            amqp: AmqpConfig::from_env(env)?,
+            jwt: JwtConfig::from_env(env)?,
+            rules: RulesConfig::from_env(env)?,
+            seed: SeedConfig {
+                enabled: env.flag("SEED_ADMIN", false)?,
+                username: env.string("SEED_ADMIN_USERNAME", "admin"),
+                password: env.get("SEED_ADMIN_PASSWORD").map(SecretString::from),
+            },
+            agent_registration_secret: env
+                .get("AGENT_REGISTRATION_SECRET")
+                .filter(|s| !(s.starts_with('<') && s.ends_with('>'))),
+            outbox_grace: Duration::from_millis(env.ranged(
+                "OUTBOX_SWEEP_AFTER_MS",
+                3000,
+                100,
+                600_000,
+            )?),
+            log_format: LogFormat::from_env(env)?,
+        })
+    }
+}
+
+impl HttpConfig {
+    fn from_env(env: &Env<'_>, app_env: &str) -> Result<Self, ConfigError> {
+        let base_path = env.string("BASE_PATH", "/sms");
+        let base_path = base_path.trim_end_matches('/').to_owned();
+        if !base_path.is_empty()
+            && (!base_path.starts_with('/') || base_path.contains(['{', '}', '*', ' ']))
+        {
+            return Err(ConfigError {
+                var: "BASE_PATH".into(),
+                problem: format!("{base_path:?} must be a path such as /sms"),
+            });
+        }
+        let proxy_ssl_header = match env.get("SECURE_PROXY_SSL_HEADER") {
+            None => None,
+            Some(raw) => {
+                let (name, value) = raw.split_once(',').ok_or_else(|| ConfigError {
+                    var: "SECURE_PROXY_SSL_HEADER".into(),
+                    problem: format!(
+                        "{raw:?} must be HEADER,VALUE such as HTTP_X_FORWARDED_PROTO,https"
+                    ),
+                })?;
+                let name = name
+                    .trim()
+                    .trim_start_matches("HTTP_")
+                    .replace('_', "-")
+                    .to_ascii_lowercase();
+                Some((name, value.trim().to_owned()))
+            }
+        };
+        let debug = env.flag("DJANGO_DEBUG", false)?;
+        Ok(Self {
+            addr: socket_addr(env, "HTTP_ADDR", "0.0.0.0:8000")?,
+            base_path,
+            allowed_hosts: env
+                .list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+                .into_iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+            cors_origins: env.list("CSRF_TRUSTED_ORIGINS", ""),
+            proxy_ssl_header,
+            trust_forwarded: env.flag("USE_X_FORWARDED_HOST", false)?,
+            debug: debug && app_env != "production",
+            secret_key: env.get("DJANGO_SECRET_KEY").map(SecretString::from),
+            max_body_bytes: env.ranged(
+                "MAX_BODY_BYTES",
+                2 * 1024 * 1024,
+                1024,
+                64 * 1024 * 1024,
+            )?,
+        })
+    }
+
+    /// Whether `host` (a `Host` header, port allowed) is in `ALLOWED_HOSTS`, as Django decides it.
+    pub fn host_allowed(&self, host: &str) -> bool {
+        let host = host.trim().to_ascii_lowercase();
+        let name = if host.starts_with('[') {
+            host.split_inclusive(']').next().unwrap_or(&host).to_owned()
+        } else {
+            host.rsplit_once(':')
+                .map_or(host.clone(), |(h, _)| h.to_owned())
+        };
+        let name = name.trim_end_matches('.');
+        self.allowed_hosts.iter().any(|pattern| {
+            pattern == "*"
+                || pattern == name
+                || pattern
+                    .strip_prefix('.')
+                    .is_some_and(|domain| name == domain || name.ends_with(&format!(".{domain}")))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> Env<'static> {
+        let mut map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        map.entry("JWT_SECRET".into()).or_insert("x".into());
+        Env::from_fn(move |k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn seed_env_example_parses() {
+        let seed = [
+            ("APP_NAME", "sms"),
+            ("APP_ENV", "production"),
+            ("BASE_PATH", "/sms"),
+            ("DJANGO_SECRET_KEY", "***"),
+            ("DJANGO_DEBUG", "0"),
+            ("ALLOWED_HOSTS", "api.safecare.vn"),
+            ("CSRF_TRUSTED_ORIGINS", "https://api.safecare.vn"),
+            ("SECURE_PROXY_SSL_HEADER", "HTTP_X_FORWARDED_PROTO,https"),
+            ("USE_X_FORWARDED_HOST", "true"),
+            (
+                "MONGO_URI",
+                "mongodb://sms_user:***@shared_mongo:27017/db_sms?authSource=db_sms",
+            ),
+            ("MONGO_DB", "db_sms"),
+            ("JWT_SECRET", "***"),
+            ("JWT_ACCESS_MINUTES", "240"),
+            ("LEASE_SECONDS", "300"),
+            ("AGENT_RATE_LIMIT_PER_MIN", "10"),
+            ("APIKEY_RATE_LIMIT_PER_DAY_DEFAULT", "20000"),
+            ("DEFAULT_COUNTRY_PREFIX", "+84"),
+            ("BLOCK_INTERNATIONAL", "1"),
+            ("ANTI_DUP_MINUTES", "3"),
+            ("MAX_RECIPIENTS_PER_REQUEST", "5000"),
+            ("MAX_TEXT_LENGTH", "1600"),
+            ("SEED_ADMIN", "1"),
+            ("SEED_ADMIN_USERNAME", "admin"),
+            ("SEED_ADMIN_PASSWORD", "admin123"),
+            (
+                "AGENT_REGISTRATION_SECRET",
+                "<optional shared secret for new agents>",
+            ),
+        ];
+        let c = Config::from_env(&env(&seed)).unwrap();
+        assert_eq!(c.http.base_path, "/sms");
+        assert_eq!(
+            c.http.proxy_ssl_header,
+            Some(("x-forwarded-proto".into(), "https".into()))
+        );
+        assert!(c.http.trust_forwarded);
+        assert!(c.seed.enabled);
+        assert_eq!(
+            c.agent_registration_secret, None,
+            "the placeholder is not a secret"
+        );
+        assert_eq!(c.mongo.db, "db_sms");
+    }
+
+    #[test]
+    fn hosts_match_like_django() {
+        let c = Config::from_env(&env(&[(
+            "ALLOWED_HOSTS",
+            "api.safecare.vn,.example.com,[::1]",
+        )]))
+        .unwrap()
+        .http;
+        assert!(c.host_allowed("api.safecare.vn"));
+        assert!(c.host_allowed("API.safecare.vn:8443"));
+        assert!(c.host_allowed("example.com"));
+        assert!(c.host_allowed("a.b.example.com"));
+        assert!(c.host_allowed("[::1]:8000"));
+        assert!(!c.host_allowed("evil.com"));
+        assert!(!c.host_allowed("badexample.com"));
+        let all = Config::from_env(&env(&[("ALLOWED_HOSTS", "*")]))
+            .unwrap()
+            .http;
+        assert!(all.host_allowed("anything:1"));
+    }
+
+    #[test]
+    fn malformed_proxy_header_names_the_variable() {
+        let err = Config::from_env(&env(&[(
+            "SECURE_PROXY_SSL_HEADER",
+            "HTTP_X_FORWARDED_PROTO",
+        )]))
+        .unwrap_err();
+        assert_eq!(err.var, "SECURE_PROXY_SSL_HEADER");
+    }
+
+    #[test]
+    fn debug_never_applies_in_production() {
+        let c =
+            Config::from_env(&env(&[("DJANGO_DEBUG", "1"), ("APP_ENV", "production")])).unwrap();
+        assert!(!c.http.debug);
+        let c = Config::from_env(&env(&[("DJANGO_DEBUG", "1"), ("APP_ENV", "local")])).unwrap();
+        assert!(c.http.debug);
+    }
+}

@@ -1,0 +1,192 @@
+//! The API's error type: every failure becomes the contract's JSON
+//! `{"detail", "code", "errors"?}` with the right status. Internal causes are logged once
+//! and never shown (unless `DJANGO_DEBUG` outside production).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// Set once at start from `DJANGO_DEBUG` (outside production).
+static VERBOSE: AtomicBool = AtomicBool::new(false);
+
+pub fn set_verbose(on: bool) {
+    VERBOSE.store(on, Ordering::Relaxed);
+}
+
+/// Field errors keyed by field path (`messages[3].to`).
+pub type FieldErrors = BTreeMap<String, Vec<String>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{detail}")]
+    Validation { detail: String, errors: FieldErrors },
+    #[error("{1}")]
+    BadRequest(&'static str, String),
+    #[error("authentication credentials were not provided or are invalid")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("not found")]
+    NotFound,
+    #[error("{1}")]
+    Conflict(&'static str, String),
+    #[error("request body is too large")]
+    PayloadTooLarge,
+    #[error("daily quota exceeded")]
+    QuotaExceeded { retry_after: i64, detail: String },
+    #[error("{0} is unavailable")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<mongodb::error::Error> for ApiError {
+    fn from(e: mongodb::error::Error) -> Self {
+        ApiError::Internal(anyhow::Error::new(e).context("database operation"))
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    detail: String,
+    code: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a FieldErrors>,
+}
+
+impl ApiError {
+    pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let mut errors = FieldErrors::new();
+        errors.insert(field.into(), vec![message.into()]);
+        ApiError::Validation {
+            detail: "invalid input".into(),
+            errors,
+        }
+    }
+
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Validation { .. } | ApiError::BadRequest(..) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Conflict(..) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::Validation { .. } => "VALIDATION_ERROR",
+            ApiError::BadRequest(code, _) | ApiError::Conflict(code, _) => code,
+            ApiError::Unauthorized => "UNAUTHORIZED",
+            ApiError::Forbidden(_) => "FORBIDDEN",
+            ApiError::NotFound => "NOT_FOUND",
+            ApiError::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ApiError::QuotaExceeded { .. } => "QUOTA_EXCEEDED",
+            ApiError::Unavailable(_) => "SERVICE_UNAVAILABLE",
+            ApiError::Internal(_) => "INTERNAL_ERROR",
+        }
+    }
+}
+
+/// The contract's error body for `status`, for responses not made by [`ApiError`].
+pub fn error_response(status: StatusCode, code: &str, detail: impl Into<String>) -> Response {
+    let body = Body {
+        detail: detail.into(),
+        code,
+        errors: None,
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status_code();
+        let detail = match &self {
+            ApiError::Internal(cause) => {
+                tracing::error!(error = ?cause, "request failed");
+                if VERBOSE.load(Ordering::Relaxed) {
+                    format!("internal error: {cause:#}")
+                } else {
+                    "internal error".to_owned()
+                }
+            }
+            ApiError::QuotaExceeded { detail, .. } => detail.clone(),
+            other => other.to_string(),
+        };
+        let errors = match &self {
+            ApiError::Validation { errors, .. } => Some(errors),
+            _ => None,
+        };
+        let body = Body {
+            detail,
+            code: self.code(),
+            errors,
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        match &self {
+            ApiError::QuotaExceeded { retry_after, .. } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            ApiError::Unauthorized => {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::JsonDataError(e) => {
+                ApiError::BadRequest("INVALID_JSON", data_error_text(&e.body_text()))
+            }
+            JsonRejection::JsonSyntaxError(e) => {
+                ApiError::BadRequest("INVALID_JSON", format!("malformed JSON: {}", e.body_text()))
+            }
+            JsonRejection::MissingJsonContentType(_) => ApiError::BadRequest(
+                "UNSUPPORTED_MEDIA_TYPE",
+                "expected Content-Type: application/json".into(),
+            ),
+            JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::PayloadTooLarge
+            }
+            other => ApiError::BadRequest("INVALID_JSON", other.body_text()),
+        }
+    }
+}
+
+/// serde's message without axum's "Failed to deserialize the JSON body into the target type" preamble.
+fn data_error_text(text: &str) -> String {
+    text.split_once(": ")
+        .map_or(text, |(_, rest)| rest)
+        .to_owned()
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::BadRequest("INVALID_QUERY", data_error_text(&rejection.body_text()))
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(_: PathRejection) -> Self {
+        ApiError::NotFound
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

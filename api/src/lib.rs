@@ -1,0 +1,13 @@
+//! SafeCare SMS HTTP API: validates and persists send requests, publishes message events,
+//! and serves operators, API clients and Android agents.
+
+pub mod app;
+pub mod auth;
+pub mod background;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod middleware;
+pub mod routes;
+pub mod state;

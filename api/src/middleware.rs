@@ -1,0 +1,116 @@
+//! Cross-cutting HTTP layers: the `ALLOWED_HOSTS` check, contract-shaped bodies for errors
+//! produced outside handlers (404, 405, 413), and per-route metrics.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::error::{error_response, ApiError};
+use crate::state::AppState;
+
+/// Rejects requests whose host is not in `ALLOWED_HOSTS` with 400 (health checks excepted, so
+/// container and proxy probes by IP keep working).
+pub async fn check_host(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let http = &state.config.http;
+    let path = request.uri().path();
+    let is_health =
+        path == "/health" || path.strip_prefix(http.base_path.as_str()) == Some("/health");
+    if !is_health {
+        let forwarded = http
+            .trust_forwarded
+            .then(|| request.headers().get("x-forwarded-host"))
+            .flatten();
+        let host = forwarded
+            .or_else(|| request.headers().get(header::HOST))
+            .and_then(|h| h.to_str().ok())
+            .map(|h| h.split(',').next().unwrap_or(h).to_owned())
+            .or_else(|| request.uri().host().map(str::to_owned));
+        let allowed = host.as_deref().is_some_and(|h| http.host_allowed(h));
+        if !allowed {
+            tracing::warn!(
+                host = host.as_deref().unwrap_or(""),
+                "request for a host outside ALLOWED_HOSTS"
+            );
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "DISALLOWED_HOST",
+                "the Host header is not in ALLOWED_HOSTS",
+            );
+        }
+    }
+    next.run(request).await
+}
+
+/// Gives error responses that were not produced by [`ApiError`] the contract's JSON shape.
+pub async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (code, detail) = match status {
+        StatusCode::NOT_FOUND => ("NOT_FOUND", "not found"),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ("METHOD_NOT_ALLOWED", "method not allowed on this route")
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => ("PAYLOAD_TOO_LARGE", "request body is too large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "UNSUPPORTED_MEDIA_TYPE",
+            "expected Content-Type: application/json",
+        ),
+        s if s.is_server_error() => ("INTERNAL_ERROR", "internal error"),
+        _ => ("BAD_REQUEST", "bad request"),
+    };
+    let mut fresh = error_response(status, code, detail);
+    if let Some(allow) = response.headers().get(header::ALLOW) {
+        fresh.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    fresh
+}
+
+/// Counts requests and observes latency, labelled by matched route (without `BASE_PATH`).
+pub async fn track_metrics(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| {
+            let p = p.as_str();
+            let base = state.config.http.base_path.as_str();
+            match p.strip_prefix(base) {
+                Some(rest) if !base.is_empty() && rest.starts_with('/') => rest.to_owned(),
+                _ => p.to_owned(),
+            }
+        })
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let response = next.run(request).await;
+    state
+        .metrics
+        .http_requests
+        .with_label_values(&[&method, &route, response.status().as_str()])
+        .inc();
+    state
+        .metrics
+        .http_duration
+        .with_label_values(&[&method, &route])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// The fallback for unknown routes.
+pub async fn not_found() -> Response {
+    ApiError::NotFound.into_response()
+}

@@ -1,0 +1,183 @@
+//! `/admin/api-keys`: operators create, list and revoke client API keys.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get};
+use axum::Router;
+use mongodb::bson::{doc, oid::ObjectId, DateTime};
+use serde::{Deserialize, Serialize};
+use sms_shared::db::api_keys::{ApiKey, SCOPES};
+use sms_shared::domain::token;
+use sms_shared::time::serde_rfc3339;
+
+use crate::auth::Operator;
+use crate::error::{ApiError, ApiResult, FieldErrors};
+use crate::extract::{object_id, Json};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/admin/api-keys", get(list_api_keys).post(create_api_key))
+        .route("/admin/api-keys/{id}", delete(revoke_api_key))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateApiKey {
+    client_name: String,
+    scopes: Vec<String>,
+    rate_limit_per_day: Option<i64>,
+}
+
+/// An API key as operators see it: never the key material.
+#[derive(Serialize)]
+pub struct ApiKeyView {
+    id: String,
+    client_name: String,
+    scopes: Vec<String>,
+    rate_limit_per_day: i64,
+    key_prefix: String,
+    #[serde(with = "serde_rfc3339")]
+    created_at: DateTime,
+    created_by: String,
+    is_active: bool,
+    #[serde(with = "serde_rfc3339::option")]
+    revoked_at: Option<DateTime>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plain_key: Option<String>,
+}
+
+impl From<ApiKey> for ApiKeyView {
+    fn from(k: ApiKey) -> Self {
+        Self {
+            id: k.id.to_hex(),
+            client_name: k.client_name,
+            scopes: k.scopes,
+            rate_limit_per_day: k.rate_limit_per_day,
+            key_prefix: k.key_prefix,
+            created_at: k.created_at,
+            created_by: k.created_by,
+            is_active: k.is_active,
+            revoked_at: k.revoked_at,
+            plain_key: None,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Items<T> {
+    items: Vec<T>,
+}
+
+#[tracing::instrument(skip_all, fields(client_name = %body.client_name))]
+async fn create_api_key(
+    State(state): State<AppState>,
+    operator: Operator,
+    Json(body): Json<CreateApiKey>,
+) -> ApiResult<(StatusCode, Json<ApiKeyView>)> {
+    let mut errors = FieldErrors::new();
+    let client_name = body.client_name.trim().to_owned();
+    if client_name.is_empty() || client_name.chars().count() > 100 {
+        errors
+            .entry("client_name".into())
+            .or_default()
+            .push("must be 1 to 100 characters".into());
+    }
+    let mut scopes = Vec::new();
+    for (i, scope) in body.scopes.iter().enumerate() {
+        if !SCOPES.contains(&scope.as_str()) {
+            errors
+                .entry(format!("scopes[{i}]"))
+                .or_default()
+                .push(format!("unknown scope; use {}", SCOPES.join(" or ")));
+        } else if !scopes.contains(scope) {
+            scopes.push(scope.clone());
+        }
+    }
+    if body.scopes.is_empty() {
+        errors
+            .entry("scopes".into())
+            .or_default()
+            .push("at least one scope is required".into());
+    }
+    let rate_limit = body
+        .rate_limit_per_day
+        .unwrap_or(state.config.rules.apikey_rate_limit_per_day_default);
+    if !(1..=1_000_000_000).contains(&rate_limit) {
+        errors
+            .entry("rate_limit_per_day".into())
+            .or_default()
+            .push("must be between 1 and 1000000000".into());
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation {
+            detail: "invalid API key".into(),
+            errors,
+        });
+    }
+    let minted = token::mint(token::API_KEY_PREFIX);
+    let key = ApiKey {
+        id: ObjectId::new(),
+        client_name,
+        scopes,
+        rate_limit_per_day: rate_limit,
+        key_prefix: minted.plain[..token::API_KEY_PREFIX.len() + 6].to_owned(),
+        key_hash: minted.hash,
+        is_active: true,
+        created_at: DateTime::now(),
+        created_by: operator.name.clone(),
+        revoked_at: None,
+    };
+    state.db.api_keys.insert(&key).await?;
+    operator
+        .audit(
+            &state,
+            "api_key.create",
+            "api_key",
+            Some(key.id.to_hex()),
+            doc! {"client_name": &key.client_name, "scopes": &key.scopes, "rate_limit_per_day": key.rate_limit_per_day},
+        )
+        .await?;
+    let mut view = ApiKeyView::from(key);
+    view.plain_key = Some(minted.plain);
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+async fn list_api_keys(
+    State(state): State<AppState>,
+    _operator: Operator,
+) -> ApiResult<Json<Items<ApiKeyView>>> {
+    let items = state
+        .db
+        .api_keys
+        .list()
+        .await?
+        .into_iter()
+        .map(ApiKeyView::from)
+        .collect();
+    Ok(Json(Items { items }))
+}
+
+async fn revoke_api_key(
+    State(state): State<AppState>,
+    operator: Operator,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ApiKeyView>> {
+    let id = object_id(&id)?;
+    let key = state
+        .db
+        .api_keys
+        .revoke(id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    operator
+        .audit(
+            &state,
+            "api_key.revoke",
+            "api_key",
+            Some(id.to_hex()),
+            doc! {"client_name": &key.client_name},
+        )
+        .await?;
+    Ok(Json(ApiKeyView::from(key)))
+}

@@ -1,0 +1,19 @@
+//! One module per resource; each exports `router()`.
+
+use axum::Router;
+
+use crate::state::AppState;
+
+pub mod agents;
+pub mod api_keys;
+pub mod auth;
+pub mod health;
+
+/// Every route of the API, unprefixed.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .merge(health::router())
+        .merge(auth::router())
+        .merge(api_keys::router())
+        .merge(agents::router())
+}

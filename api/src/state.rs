@@ -1,0 +1,38 @@
+//! Shared application state: a cheap clone around one `Arc`.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use sms_shared::amqp::Publisher;
+use sms_shared::auth::JwtKeys;
+use sms_shared::db::Db;
+use sms_shared::metrics::Metrics;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+
+pub struct App {
+    pub config: Config,
+    pub db: Db,
+    pub publisher: Publisher,
+    pub jwt: JwtKeys,
+    pub metrics: Metrics,
+    /// Background publishes started by requests; awaited at shutdown.
+    pub tasks: TaskTracker,
+}
+
+#[derive(Clone)]
+pub struct AppState(Arc<App>);
+
+impl AppState {
+    pub fn new(app: App) -> Self {
+        Self(Arc::new(app))
+    }
+}
+
+impl Deref for AppState {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}

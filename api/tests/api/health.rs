@@ -1,0 +1,155 @@
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn health_reports_both_dependencies() {
+    let app = spawn_app().await;
+    for path in ["/health", "/sms/health"] {
+        let res = app.get(path, Auth::None).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"status": "ok", "mongo": "ok", "amqp": "ok"})
+        );
+    }
+}
+
+#[tokio::test]
+async fn health_names_rabbitmq_when_it_is_unreachable() {
+    let app = spawn_app_with(&[("AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2f")]).await;
+    let res = app.get("/health", Auth::None).await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["mongo"], "ok");
+    assert_eq!(body["amqp"], "down");
+    assert_eq!(body["code"], "SERVICE_UNAVAILABLE");
+}
+
+#[tokio::test]
+async fn health_names_mongodb_when_it_is_unreachable() {
+    let app = spawn_app().await;
+    // A second app on the same broker but a MongoDB address nothing listens on.
+    let mut vars = app.vars.clone();
+    vars.insert(
+        "MONGO_URI".into(),
+        "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=500".into(),
+    );
+    let config = config_from(&vars);
+    let state = sms_api::app::build_state(config).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(sms_api::app::run(listener, state, std::future::pending()));
+    let res = reqwest::get(format!("http://{addr}/health")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["mongo"], "down");
+    assert_eq!(body["amqp"], "ok");
+    server.abort();
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route() {
+    let app = spawn_app().await;
+    app.get("/sms/health", Auth::None).await;
+    app.get("/admin/api-keys", Auth::None).await;
+    let res = app.get("/metrics", Auth::None).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = res.text().await.unwrap();
+    assert!(
+        text.contains(r#"sms_http_requests_total{method="GET",route="/health",status="200"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"route="/admin/api-keys",status="401""#),
+        "{text}"
+    );
+    assert!(
+        text.contains("sms_http_request_duration_seconds_bucket"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_get_contract_errors() {
+    let app = spawn_app().await;
+    assert_error(
+        app.get("/sms/nope", Auth::None).await,
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+    )
+    .await;
+    let res = app
+        .request(reqwest::Method::DELETE, "/sms/health", Auth::None, None)
+        .await;
+    assert_error(res, StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED").await;
+}
+
+#[tokio::test]
+async fn hosts_outside_allowed_hosts_get_400() {
+    let app = spawn_app_with(&[("ALLOWED_HOSTS", "api.safecare.vn")]).await;
+    // reqwest sends Host: 127.0.0.1:port, which is not allowed.
+    let res = app.get("/sms/admin/api-keys", Auth::Operator).await;
+    assert_error(res, StatusCode::BAD_REQUEST, "DISALLOWED_HOST").await;
+    let res = app
+        .client
+        .get(app.url("/sms/admin/api-keys"))
+        .header("Host", "api.safecare.vn")
+        .bearer_auth(&app.operator_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    // Health probes by IP keep working.
+    assert_eq!(
+        app.get("/health", Auth::None).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_413() {
+    let app = spawn_app_with(&[("MAX_BODY_BYTES", "2048")]).await;
+    let big = "x".repeat(4096);
+    let res = app
+        .post(
+            "/sms/auth/login",
+            Auth::None,
+            serde_json::json!({"username": big, "password": "p"}),
+        )
+        .await;
+    assert_error(res, StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE").await;
+}
+
+#[tokio::test]
+async fn a_configuration_error_names_its_variable() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sms-api"))
+        .env_clear()
+        .env("JWT_SECRET", "x")
+        .env("LEASE_SECONDS", "five minutes")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("configuration error: LEASE_SECONDS:"),
+        "{stderr}"
+    );
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sms-api"))
+        .env_clear()
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.starts_with("configuration error: JWT_SECRET: is required"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,8 @@
+//! Integration tests: the real API on 127.0.0.1:0 against a real MongoDB-compatible server
+//! (`TEST_MONGO_URI`) and the machine's RabbitMQ (`TEST_AMQP_URL`). Run through `scripts/test.sh`.
+
+mod agents;
+mod api_keys;
+mod auth;
+mod health;
+mod helpers;

@@ -1,0 +1,168 @@
+//! MongoDB access: one module per collection, each a typed wrapper with its queries.
+//!
+//! Only single-document atomic operations (and `update_many` stamped with a unique id) are used,
+//! so a standalone `mongod` without transactions is enough.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::ClientOptions;
+use mongodb::{Client, Database};
+
+use crate::config::MongoConfig;
+
+pub mod agents;
+pub mod api_keys;
+pub mod audit_logs;
+pub mod dedup;
+pub mod messages;
+pub mod requests;
+pub mod settings;
+pub mod templates;
+pub mod usage;
+pub mod users;
+
+/// Handles to every collection of the service.
+#[derive(Clone)]
+pub struct Db {
+    pub database: Database,
+    pub users: users::Users,
+    pub api_keys: api_keys::ApiKeys,
+    pub agents: agents::Agents,
+    pub settings: settings::Settings,
+    pub audit_logs: audit_logs::AuditLogs,
+    pub templates: templates::Templates,
+    pub requests: requests::Requests,
+    pub messages: messages::Messages,
+    pub dedup: dedup::Dedup,
+    pub usage: usage::Usage,
+}
+
+impl Db {
+    /// Connects lazily (the driver connects on first use) with bounded server selection.
+    pub async fn connect(config: &MongoConfig, app_name: &str) -> anyhow::Result<Self> {
+        let mut options = ClientOptions::parse(&config.uri)
+            .await
+            .context("parsing MONGO_URI")?;
+        options.app_name = Some(app_name.to_owned());
+        options.server_selection_timeout = Some(Duration::from_secs(5));
+        options.connect_timeout = Some(Duration::from_secs(5));
+        if options.max_pool_size.is_none() {
+            options.max_pool_size = Some(50);
+        }
+        let client = Client::with_options(options).context("creating MongoDB client")?;
+        Ok(Self::new(client.database(&config.db)))
+    }
+
+    pub fn new(database: Database) -> Self {
+        Self {
+            users: users::Users::new(&database),
+            api_keys: api_keys::ApiKeys::new(&database),
+            agents: agents::Agents::new(&database),
+            settings: settings::Settings::new(&database),
+            audit_logs: audit_logs::AuditLogs::new(&database),
+            templates: templates::Templates::new(&database),
+            requests: requests::Requests::new(&database),
+            messages: messages::Messages::new(&database),
+            dedup: dedup::Dedup::new(&database),
+            usage: usage::Usage::new(&database),
+            database,
+        }
+    }
+
+    /// Round-trips a `ping` to the server.
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        self.database
+            .run_command(mongodb::bson::doc! {"ping": 1})
+            .await
+            .map(|_| ())
+            .context("pinging MongoDB")
+    }
+
+    /// Creates every index the service relies on (idempotent).
+    pub async fn create_indexes(&self) -> anyhow::Result<()> {
+        self.users.create_indexes().await.context("users indexes")?;
+        self.api_keys
+            .create_indexes()
+            .await
+            .context("api_keys indexes")?;
+        self.agents
+            .create_indexes()
+            .await
+            .context("agents indexes")?;
+        self.audit_logs
+            .create_indexes()
+            .await
+            .context("audit_logs indexes")?;
+        self.templates
+            .create_indexes()
+            .await
+            .context("templates indexes")?;
+        self.requests
+            .create_indexes()
+            .await
+            .context("sms_requests indexes")?;
+        self.messages
+            .create_indexes()
+            .await
+            .context("sms_messages indexes")?;
+        self.dedup.create_indexes().await.context("dedup indexes")?;
+        self.usage
+            .create_indexes()
+            .await
+            .context("quota_usage indexes")?;
+        Ok(())
+    }
+}
+
+/// Whether a driver error is a unique-index violation (E11000).
+pub fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
+    match err.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == 11000,
+        ErrorKind::Command(e) => e.code == 11000,
+        ErrorKind::InsertMany(e) => e
+            .write_errors
+            .as_ref()
+            .is_some_and(|errs| errs.iter().any(|e| e.code == 11000)),
+        _ => err.to_string().contains("E11000"),
+    }
+}
+
+/// Creates `models` on `coll`.
+pub(crate) async fn ensure_indexes<T: Send + Sync>(
+    coll: &mongodb::Collection<T>,
+    models: Vec<mongodb::IndexModel>,
+) -> mongodb::error::Result<()> {
+    coll.create_indexes(models).await.map(|_| ())
+}
+
+/// Shorthand for an index with options.
+pub(crate) fn index(
+    keys: mongodb::bson::Document,
+    unique: bool,
+    name: &str,
+) -> mongodb::IndexModel {
+    mongodb::IndexModel::builder()
+        .keys(keys)
+        .options(
+            mongodb::options::IndexOptions::builder()
+                .unique(unique.then_some(true))
+                .name(name.to_owned())
+                .build(),
+        )
+        .build()
+}
+
+/// A TTL index removing documents once `field` (a date) is in the past.
+pub(crate) fn ttl_index(field: &str, name: &str) -> mongodb::IndexModel {
+    mongodb::IndexModel::builder()
+        .keys(mongodb::bson::doc! { field: 1 })
+        .options(
+            mongodb::options::IndexOptions::builder()
+                .expire_after(Duration::from_secs(0))
+                .name(name.to_owned())
+                .build(),
+        )
+        .build()
+}

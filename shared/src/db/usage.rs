@@ -1,0 +1,122 @@
+//! `quota_usage`: messages accepted per API key per UTC day, reserved atomically.
+
+use chrono::{DateTime, Duration, Utc};
+use mongodb::bson::{doc, oid::ObjectId};
+use mongodb::{Collection, Database};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DayUsage {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub api_key_id: ObjectId,
+    pub day: String,
+    pub count: i64,
+    pub expires_at: mongodb::bson::DateTime,
+}
+
+#[derive(Clone)]
+pub struct Usage(Collection<DayUsage>);
+
+/// The counter document's id for a key and UTC day.
+fn day_id(key: ObjectId, at: DateTime<Utc>) -> (String, String) {
+    let day = at.format("%Y-%m-%d").to_string();
+    (format!("{}:{day}", key.to_hex()), day)
+}
+
+/// Seconds until the next UTC midnight (the `Retry-After` of a spent quota).
+pub fn seconds_until_tomorrow(now: DateTime<Utc>) -> i64 {
+    let tomorrow = (now + Duration::days(1))
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight exists");
+    (tomorrow.and_utc() - now).num_seconds().max(1)
+}
+
+impl Usage {
+    pub fn new(db: &Database) -> Self {
+        Self(db.collection("quota_usage"))
+    }
+
+    pub async fn create_indexes(&self) -> mongodb::error::Result<()> {
+        super::ensure_indexes(
+            &self.0,
+            vec![super::ttl_index("expires_at", "expires_at_ttl")],
+        )
+        .await
+    }
+
+    /// Reserves `n` messages of today's quota; `false` (nothing changed) when it would exceed `limit`.
+    ///
+    /// The conditional upsert is atomic: concurrent reservations never accept more than `limit`.
+    pub async fn reserve(
+        &self,
+        key: ObjectId,
+        n: i64,
+        limit: i64,
+        now: DateTime<Utc>,
+    ) -> mongodb::error::Result<bool> {
+        if n > limit {
+            return Ok(false);
+        }
+        let (id, day) = day_id(key, now);
+        let expires = crate::time::to_bson(now + Duration::days(2));
+        let result = self
+            .0
+            .update_one(
+                doc! {"_id": &id, "count": {"$lte": limit - n}},
+                doc! {
+                    "$inc": {"count": n},
+                    "$setOnInsert": {"api_key_id": key, "day": &day, "expires_at": expires},
+                },
+            )
+            .upsert(true)
+            .await;
+        match result {
+            Ok(r) => Ok(r.matched_count == 1 || r.upserted_id.is_some()),
+            // The counter exists and has no room: the upsert collided with it.
+            Err(e) if super::is_duplicate_key(&e) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Gives back a reservation whose request could not be stored.
+    pub async fn release(
+        &self,
+        key: ObjectId,
+        n: i64,
+        reserved_at: DateTime<Utc>,
+    ) -> mongodb::error::Result<()> {
+        let (id, _) = day_id(key, reserved_at);
+        self.0
+            .update_one(doc! {"_id": id}, doc! {"$inc": {"count": -n}})
+            .await
+            .map(|_| ())
+    }
+
+    /// Messages counted against the key today.
+    pub async fn used_today(
+        &self,
+        key: ObjectId,
+        now: DateTime<Utc>,
+    ) -> mongodb::error::Result<i64> {
+        let (id, _) = day_id(key, now);
+        Ok(self
+            .0
+            .find_one(doc! {"_id": id})
+            .await?
+            .map_or(0, |u| u.count))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn retry_after_counts_to_utc_midnight() {
+        let t = Utc.with_ymd_and_hms(2026, 11, 25, 23, 59, 0).unwrap();
+        assert_eq!(seconds_until_tomorrow(t), 60);
+    }
+}
