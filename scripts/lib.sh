@@ -64,3 +64,26 @@ ensure_rabbitmq() {
   echo "RabbitMQ is not reachable on 127.0.0.1:5672 (set AMQP_URL or start a broker)" >&2
   return 1
 }
+
+# True when a MongoDB-compatible server answers a `hello` command on HOST PORT (within 2 s).
+# Unlike port_open, this tells a database apart from some other program holding the port.
+mongo_ping() {
+  python3 - "$1" "$2" <<'PY' 2>/dev/null
+import socket, struct, sys
+host, port = sys.argv[1], int(sys.argv[2])
+def cstr(s): return s.encode() + b"\0"
+elems = b"\x10" + cstr("hello") + struct.pack("<i", 1)
+elems += b"\x02" + cstr("$db") + struct.pack("<i", 6) + cstr("admin")
+doc = struct.pack("<i", len(elems) + 5) + elems + b"\0"
+body = struct.pack("<I", 0) + b"\0" + doc  # OP_MSG: flags, section kind 0, document
+msg = struct.pack("<iiii", 16 + len(body), 1, 0, 2013) + body
+with socket.create_connection((host, port), timeout=2) as s:
+    s.settimeout(2)
+    s.sendall(msg)
+    head = s.recv(16, socket.MSG_WAITALL)
+    length, _, response_to, opcode = struct.unpack("<iiii", head)
+    rest = s.recv(length - 16, socket.MSG_WAITALL)
+ok = response_to == 1 and opcode in (1, 2013) and b"\x01ok\x00" in rest
+sys.exit(0 if ok else 1)
+PY
+}
