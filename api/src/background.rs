@@ -8,6 +8,6 @@ use crate::state::AppState;
 /// Starts every background loop; the returned tracker waits for them at shutdown.
 pub fn spawn(state: AppState, stop: CancellationToken) -> TaskTracker {
     let tracker = TaskTracker::new();
-    let _ = (state, stop);
+    tracker.spawn(crate::outbox::run_sweeper(state.clone(), stop.clone()));
     tracker
 }

@@ -9,5 +9,6 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod middleware;
+pub mod outbox;
 pub mod routes;
 pub mod state;

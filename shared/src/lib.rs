@@ -8,5 +8,6 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod metrics;
+pub mod signal;
 pub mod telemetry;
 pub mod time;

@@ -8,6 +8,8 @@ pub mod agents;
 pub mod api_keys;
 pub mod auth;
 pub mod health;
+pub mod requests;
+pub mod templates;
 
 /// Every route of the API, unprefixed.
 pub fn router() -> Router<AppState> {
@@ -16,4 +18,6 @@ pub fn router() -> Router<AppState> {
         .merge(auth::router())
         .merge(api_keys::router())
         .merge(agents::router())
+        .merge(templates::router())
+        .merge(requests::router())
 }

@@ -269,3 +269,166 @@ pub fn sign(claims: Value, secret: &str) -> String {
 pub fn minutes_from_now(m: i64) -> i64 {
     chrono::Utc::now().timestamp() + m * 60
 }
+
+/// A dispatcher running in this process against the app's database and queue.
+pub struct DispatcherHandle {
+    pub metrics: sms_shared::metrics::Metrics,
+    stop: tokio_util::sync::CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl DispatcherHandle {
+    /// Stops consuming, settles what it holds, and waits.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for DispatcherHandle {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl TestApp {
+    pub fn spawn_dispatcher(&self) -> DispatcherHandle {
+        let metrics = sms_shared::metrics::Metrics::new();
+        let dispatcher = sms_dispatcher::Dispatcher::new(self.db.clone(), metrics.clone(), self.config.rules.anti_dup_window);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(sms_dispatcher::run(self.config.amqp.clone(), 32, dispatcher, stop.clone()));
+        DispatcherHandle {
+            metrics,
+            stop,
+            task: Some(task),
+        }
+    }
+
+    /// Creates and approves a template; returns its id.
+    pub async fn approved_template(&self, name: &str, content: &str) -> String {
+        let res = self.post("/sms/templates", Auth::Operator, json!({"name": name, "content": content})).await;
+        assert_eq!(res.status(), StatusCode::CREATED);
+        let id = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+        let res = self.post(&format!("/sms/templates/{id}/approve"), Auth::Operator, json!({})).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        id
+    }
+
+    /// A ready sender: an API key with both scopes, an approved `Ma OTP {CODE}` template and an agent.
+    pub async fn sender(&self) -> Sender {
+        let (key_id, key) = self.create_api_key(&["sms:send", "sms:read"], None).await;
+        let template_id = self.approved_template(&format!("otp-{}", unique()), "Ma OTP {CODE}").await;
+        let (agent_id, agent_token) = self.register_agent(&format!("agent-{}", unique())).await;
+        Sender {
+            key_id,
+            key,
+            template_id,
+            agent_id,
+            agent_token,
+        }
+    }
+
+    /// Submits one request with `recipients` as `(to, CODE)` pairs.
+    pub async fn submit(&self, s: &Sender, recipients: &[(&str, &str)]) -> Response {
+        let messages: Vec<Value> = recipients
+            .iter()
+            .map(|(to, code)| json!({"to": to, "variables": {"CODE": code}}))
+            .collect();
+        self.post(
+            "/sms/requests",
+            Auth::ApiKey(&s.key),
+            json!({"template_id": s.template_id, "agent_id": s.agent_id, "messages": messages}),
+        )
+        .await
+    }
+
+    /// Counts documents of a collection matching `filter`.
+    pub async fn count(&self, collection: &str, filter: mongodb::bson::Document) -> u64 {
+        self.db
+            .database
+            .collection::<mongodb::bson::Document>(collection)
+            .count_documents(filter)
+            .await
+            .unwrap()
+    }
+}
+
+/// What a test needs to send: key, template and agent.
+pub struct Sender {
+    pub key_id: String,
+    pub key: String,
+    pub template_id: String,
+    pub agent_id: String,
+    pub agent_token: String,
+}
+
+/// Polls `check` until it returns true or `secs` pass; returns whether it became true.
+pub async fn eventually<F, Fut>(secs: u64, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// A TCP relay in front of the local RabbitMQ that can be switched off and on, to take the
+/// broker away from one app without stopping the shared broker.
+pub struct BrokerRelay {
+    pub port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl BrokerRelay {
+    pub async fn start(up: bool) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(up));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (f, c) = (flag.clone(), conns.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                if !f.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:5672").await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                c.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Self { port, up: flag, conns }
+    }
+
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    /// Refuses new connections and cuts the open ones.
+    pub fn down(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    pub fn up(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}

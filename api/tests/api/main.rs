@@ -6,3 +6,5 @@ mod api_keys;
 mod auth;
 mod health;
 mod helpers;
+mod requests;
+mod templates;

@@ -1,0 +1,88 @@
+//! Persist, then publish: message documents are their own outbox records. Events are published
+//! right after a request is stored; the sweeper republishes whatever is still unconfirmed a few
+//! seconds later (broker down, publish failed, API restarted mid-way).
+
+use mongodb::bson::{oid::ObjectId, DateTime};
+use sms_shared::amqp::MessageEvent;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::AppState;
+
+/// Events per publish batch (and per outbox scan).
+const BATCH: usize = 1000;
+
+/// The event announcing one stored message.
+pub fn event(message_id: ObjectId, request_id: ObjectId, accepted_at: DateTime) -> MessageEvent {
+    MessageEvent {
+        message_id: message_id.to_hex(),
+        request_id: request_id.to_hex(),
+        accepted_at_ms: accepted_at.timestamp_millis(),
+    }
+}
+
+/// Publishes `events` and marks the confirmed ones published. Returns how many were confirmed.
+/// Failures are logged and left to the sweeper.
+pub async fn publish(state: &AppState, events: &[MessageEvent]) -> usize {
+    let mut confirmed_total = 0;
+    for chunk in events.chunks(BATCH) {
+        let results = match state.publisher.publish(chunk).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), count = chunk.len(), "events not published; the sweeper will retry");
+                return confirmed_total;
+            }
+        };
+        let confirmed: Vec<ObjectId> = chunk
+            .iter()
+            .zip(results)
+            .filter(|(_, ok)| *ok)
+            .filter_map(|(e, _)| e.message_oid())
+            .collect();
+        if let Err(e) = state.db.messages.mark_published(&confirmed).await {
+            // Left unpublished: the sweeper republishes them and the dispatcher ignores the repeat.
+            tracing::warn!(error = %e, "could not mark messages published");
+            return confirmed_total;
+        }
+        confirmed_total += confirmed.len();
+    }
+    confirmed_total
+}
+
+/// One sweep: republishes messages still unpublished after the grace period. Returns how many
+/// were confirmed this time.
+pub async fn sweep_once(state: &AppState) -> anyhow::Result<usize> {
+    let grace = state.config.outbox_grace.as_millis() as i64;
+    let mut total = 0;
+    loop {
+        let before = DateTime::from_millis(DateTime::now().timestamp_millis() - grace);
+        let stale = state.db.messages.unpublished(before, BATCH as i64).await?;
+        if stale.is_empty() {
+            return Ok(total);
+        }
+        let events: Vec<MessageEvent> = stale.iter().map(|(m, r, at)| event(*m, *r, *at)).collect();
+        let confirmed = publish(state, &events).await;
+        state.metrics.outbox_republished.inc_by(confirmed as u64);
+        total += confirmed;
+        if confirmed < events.len() || stale.len() < BATCH {
+            return Ok(total);
+        }
+    }
+}
+
+/// Sweeps every half grace period until `stop`.
+pub async fn run_sweeper(state: AppState, stop: CancellationToken) {
+    let period = (state.config.outbox_grace / 2).max(std::time::Duration::from_millis(100));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match sweep_once(&state).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(republished = n, "outbox sweeper republished message events"),
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "outbox sweep failed"),
+        }
+    }
+}

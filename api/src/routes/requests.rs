@@ -1,0 +1,501 @@
+//! Send requests and message reads: `POST /requests` validates a whole request, reserves quota,
+//! stores the request and its messages, and answers 202 before publishing their events.
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+use mongodb::bson::{oid::ObjectId, DateTime};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sms_shared::db::api_keys::{SCOPE_READ, SCOPE_SEND};
+use sms_shared::db::messages::{Message, MessageFilter};
+use sms_shared::db::requests::SmsRequest;
+use sms_shared::db::usage::seconds_until_tomorrow;
+use sms_shared::domain::status::Status;
+use sms_shared::domain::{phone, segments, template};
+use sms_shared::time::{self, serde_rfc3339};
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult, FieldErrors};
+use crate::extract::{id_param, object_id, time_param, Json, Page, Paging, Query};
+use crate::outbox;
+use crate::state::AppState;
+
+/// Priority of a request that names none and whose template has none.
+const DEFAULT_PRIORITY: i32 = 50;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/requests", post(create_request))
+        .route("/requests/{id}", get(get_request))
+        .route("/messages", get(list_request_messages))
+        .route("/messages/all", get(list_messages))
+        .route("/messages/{id}", get(get_message))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRequest {
+    template_id: String,
+    agent_id: String,
+    messages: Vec<Recipient>,
+    priority_weight: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Recipient {
+    to: String,
+    #[serde(default)]
+    variables: HashMap<String, Value>,
+}
+
+#[derive(Serialize)]
+struct Accepted {
+    request_id: String,
+    total: usize,
+    status: &'static str,
+}
+
+fn push(errors: &mut FieldErrors, field: impl Into<String>, message: impl Into<String>) {
+    errors.entry(field.into()).or_default().push(message.into());
+}
+
+/// A variable's text: strings as they are, numbers and booleans spelled out.
+fn variable_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+#[tracing::instrument(skip_all, fields(recipients = body.messages.len()))]
+async fn create_request(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<CreateRequest>,
+) -> ApiResult<(StatusCode, Json<Accepted>)> {
+    caller.require(SCOPE_SEND)?;
+    let rules = &state.config.rules;
+    let mut errors = FieldErrors::new();
+
+    let template = match ObjectId::parse_str(&body.template_id) {
+        Ok(id) => state.db.templates.find(id).await?,
+        Err(_) => None,
+    };
+    match &template {
+        None => push(&mut errors, "template_id", "unknown template"),
+        Some(t) if !t.is_approved => push(&mut errors, "template_id", "template is not approved"),
+        Some(_) => {}
+    }
+    let agent = match ObjectId::parse_str(&body.agent_id) {
+        Ok(id) => state.db.agents.find(id).await?,
+        Err(_) => None,
+    };
+    match &agent {
+        None => push(&mut errors, "agent_id", "unknown agent"),
+        Some(a) if !a.is_active => push(&mut errors, "agent_id", "agent is disabled"),
+        Some(_) => {}
+    }
+    if body.priority_weight.is_some_and(|w| !(0..=100).contains(&w)) {
+        push(&mut errors, "priority_weight", "must be between 0 and 100");
+    }
+    let n = body.messages.len();
+    if n == 0 {
+        push(&mut errors, "messages", "at least one message is required");
+    } else if n > rules.max_recipients_per_request {
+        push(
+            &mut errors,
+            "messages",
+            format!("at most {} messages per request", rules.max_recipients_per_request),
+        );
+    }
+    if !errors.is_empty() && (n == 0 || n > rules.max_recipients_per_request) || template.is_none() {
+        return Err(rejected(errors));
+    }
+    let template = template.expect("checked above");
+
+    // Render every message; any invalid item rejects the whole request.
+    let mut rendered = Vec::with_capacity(n);
+    for (i, item) in body.messages.iter().enumerate() {
+        let to = match phone::normalize(&item.to, &rules.default_country_prefix, rules.block_international) {
+            Ok(to) => Some(to),
+            Err(e) => {
+                push(&mut errors, format!("messages[{i}].to"), e.to_string());
+                None
+            }
+        };
+        let mut values = HashMap::with_capacity(item.variables.len());
+        for (k, v) in &item.variables {
+            match variable_text(v) {
+                Some(text) => {
+                    values.insert(k.clone(), text);
+                }
+                None => push(
+                    &mut errors,
+                    format!("messages[{i}].variables.{k}"),
+                    "must be a string, number or boolean",
+                ),
+            }
+        }
+        let text = match template::render(&template.content, &values) {
+            Ok(text) if text.chars().count() > rules.max_text_length => {
+                push(
+                    &mut errors,
+                    format!("messages[{i}].text"),
+                    format!("rendered text is longer than {} characters", rules.max_text_length),
+                );
+                None
+            }
+            Ok(text) => Some(text),
+            Err(missing) => {
+                push(
+                    &mut errors,
+                    format!("messages[{i}].variables"),
+                    format!("missing {}", missing.join(", ")),
+                );
+                None
+            }
+        };
+        if let (Some(to), Some(text)) = (to, text) {
+            rendered.push((to, text));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(rejected(errors));
+    }
+    let agent = agent.expect("checked above");
+
+    // Reserve quota atomically before storing anything.
+    let now = time::now();
+    let tenant = match &caller {
+        Caller::Client(client) => {
+            let ok = state
+                .db
+                .usage
+                .reserve(client.key_id, n as i64, client.rate_limit_per_day, now)
+                .await?;
+            if !ok {
+                let used = state.db.usage.used_today(client.key_id, now).await.unwrap_or(0);
+                return Err(ApiError::QuotaExceeded {
+                    retry_after: seconds_until_tomorrow(now),
+                    detail: format!(
+                        "daily quota of {} messages exceeded ({used} used today, {n} requested)",
+                        client.rate_limit_per_day
+                    ),
+                });
+            }
+            Some(client.key_id)
+        }
+        Caller::Operator(_) => None,
+    };
+    let (client_name, created_by) = match &caller {
+        Caller::Client(c) => (c.client_name.clone(), c.client_name.clone()),
+        Caller::Operator(o) => ("operator".to_owned(), o.name.clone()),
+    };
+    let priority = body
+        .priority_weight
+        .map(|w| w as i32)
+        .or(template.priority_weight)
+        .unwrap_or(DEFAULT_PRIORITY);
+    let created_at = time::to_bson(now);
+    let request = SmsRequest {
+        id: ObjectId::new(),
+        api_key_id: tenant,
+        client_name: client_name.clone(),
+        created_by,
+        template_id: template.id,
+        agent_id: agent.id,
+        priority_weight: priority,
+        total: n as i64,
+        created_at,
+    };
+    let messages: Vec<Message> = rendered
+        .into_iter()
+        .map(|(to, text)| {
+            let (encoding, parts) = segments::count(&text);
+            Message {
+                id: ObjectId::new(),
+                request_id: request.id,
+                api_key_id: tenant,
+                client_name: client_name.clone(),
+                agent_id: agent.id,
+                template_id: template.id,
+                to,
+                text,
+                status: Status::Pending,
+                priority_weight: priority,
+                segments: parts as i32,
+                encoding: encoding.as_str().to_owned(),
+                created_at,
+                updated_at: created_at,
+                published: false,
+                published_at: None,
+                staged: false,
+                staged_at: None,
+                lease_id: None,
+                lease_expires_at: None,
+                leased_at: None,
+                attempts: 0,
+                sending_at: None,
+                sent_at: None,
+                delivered_at: None,
+                failed_at: None,
+                last_error: None,
+            }
+        })
+        .collect();
+
+    if let Err(e) = store(&state, &request, &messages).await {
+        if let Some(key) = tenant {
+            if let Err(release) = state.db.usage.release(key, n as i64, now).await {
+                tracing::error!(error = %release, "could not give back quota of a failed request");
+            }
+        }
+        return Err(e);
+    }
+
+    let events: Vec<_> = messages
+        .iter()
+        .map(|m| outbox::event(m.id, m.request_id, m.created_at))
+        .collect();
+    let publish_state = state.clone();
+    state.tasks.spawn(async move {
+        outbox::publish(&publish_state, &events).await;
+    });
+    tracing::info!(request_id = %request.id, total = n, "request accepted");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Accepted {
+            request_id: request.id.to_hex(),
+            total: n,
+            status: "ACCEPTED",
+        }),
+    ))
+}
+
+fn rejected(errors: FieldErrors) -> ApiError {
+    ApiError::Validation {
+        detail: "the request was rejected; nothing was stored".into(),
+        errors,
+    }
+}
+
+/// Stores the request and its messages; on failure removes what was written.
+async fn store(state: &AppState, request: &SmsRequest, messages: &[Message]) -> ApiResult<()> {
+    let result = async {
+        state.db.requests.insert(request).await?;
+        state.db.messages.insert_many(messages).await
+    }
+    .await;
+    if let Err(e) = result {
+        let _ = state.db.messages.delete_request(request.id).await;
+        let _ = state.db.requests.delete(request.id).await;
+        tracing::error!(error = %e, "storing a request failed");
+        return Err(ApiError::Unavailable("the database".into()));
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct RequestView {
+    request_id: String,
+    id: String,
+    total: i64,
+    status_counts: BTreeMap<String, i64>,
+    template_id: String,
+    agent_id: String,
+    client_name: String,
+    priority_weight: i32,
+    #[serde(with = "serde_rfc3339")]
+    created_at: DateTime,
+}
+
+async fn get_request(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<RequestView>> {
+    caller.require(SCOPE_READ)?;
+    let id = object_id(&id)?;
+    let request = state
+        .db
+        .requests
+        .find_for(id, caller.tenant())
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let mut status_counts: BTreeMap<String, i64> = Status::ALL.iter().map(|s| (s.as_str().to_owned(), 0)).collect();
+    for (status, n) in state.db.messages.status_counts(id).await? {
+        status_counts.insert(status, n);
+    }
+    Ok(Json(RequestView {
+        request_id: request.id.to_hex(),
+        id: request.id.to_hex(),
+        total: request.total,
+        status_counts,
+        template_id: request.template_id.to_hex(),
+        agent_id: request.agent_id.to_hex(),
+        client_name: request.client_name,
+        priority_weight: request.priority_weight,
+        created_at: request.created_at,
+    }))
+}
+
+/// A message as clients and operators see it.
+#[derive(Serialize)]
+pub struct MessageView {
+    message_id: String,
+    id: String,
+    request_id: String,
+    agent_id: String,
+    client_name: String,
+    to: String,
+    text: String,
+    status: Status,
+    priority_weight: i32,
+    #[serde(with = "serde_rfc3339")]
+    created_at: DateTime,
+    #[serde(with = "serde_rfc3339")]
+    updated_at: DateTime,
+    #[serde(with = "serde_rfc3339::option")]
+    sent_at: Option<DateTime>,
+    #[serde(with = "serde_rfc3339::option")]
+    delivered_at: Option<DateTime>,
+    #[serde(with = "serde_rfc3339::option")]
+    failed_at: Option<DateTime>,
+    last_error: Option<String>,
+    attempts: i32,
+    segments: i32,
+    encoding: String,
+}
+
+impl From<Message> for MessageView {
+    fn from(m: Message) -> Self {
+        Self {
+            message_id: m.id.to_hex(),
+            id: m.id.to_hex(),
+            request_id: m.request_id.to_hex(),
+            agent_id: m.agent_id.to_hex(),
+            client_name: m.client_name,
+            to: m.to,
+            text: m.text,
+            status: m.status,
+            priority_weight: m.priority_weight,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+            sent_at: m.sent_at,
+            delivered_at: m.delivered_at,
+            failed_at: m.failed_at,
+            last_error: m.last_error,
+            attempts: m.attempts,
+            segments: m.segments,
+            encoding: m.encoding,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestMessagesQuery {
+    request_id: Option<String>,
+    limit: Option<i64>,
+    skip: Option<u64>,
+}
+
+async fn list_request_messages(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<RequestMessagesQuery>,
+) -> ApiResult<Json<Page<MessageView>>> {
+    caller.require(SCOPE_READ)?;
+    let (limit, skip) = Paging { limit: q.limit, skip: q.skip }.resolve()?;
+    let raw = q
+        .request_id
+        .ok_or_else(|| ApiError::validation("request_id", "is required"))?;
+    let request_id = object_id(&raw)?;
+    // The request itself must be visible to the caller.
+    state
+        .db
+        .requests
+        .find_for(request_id, caller.tenant())
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let filter = MessageFilter {
+        tenant: caller.tenant(),
+        request_id: Some(request_id),
+        ..Default::default()
+    };
+    page(&state, &filter, limit, skip).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AllMessagesQuery {
+    status: Option<String>,
+    agent_id: Option<String>,
+    to: Option<String>,
+    from: Option<String>,
+    until: Option<String>,
+    limit: Option<i64>,
+    skip: Option<u64>,
+}
+
+async fn list_messages(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<AllMessagesQuery>,
+) -> ApiResult<Json<Page<MessageView>>> {
+    caller.require(SCOPE_READ)?;
+    let (limit, skip) = Paging { limit: q.limit, skip: q.skip }.resolve()?;
+    let status = match q.status.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(
+            Status::parse(&s.to_ascii_uppercase())
+                .ok_or_else(|| ApiError::validation("status", "unknown status"))?,
+        ),
+    };
+    let agent_id = id_param("agent_id", q.agent_id.as_deref())?;
+    let rules = &state.config.rules;
+    let to = match q.to.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        None => None,
+        Some(t) => Some(
+            phone::normalize(t, &rules.default_country_prefix, false)
+                .map_err(|e| ApiError::validation("to", e.to_string()))?,
+        ),
+    };
+    let from = time_param("from", q.from.as_deref())?;
+    let until = time_param("until", q.until.as_deref())?;
+    let filter = MessageFilter {
+        tenant: caller.tenant(),
+        status,
+        agent_id,
+        to,
+        from,
+        until,
+        ..Default::default()
+    };
+    page(&state, &filter, limit, skip).await
+}
+
+async fn page(state: &AppState, filter: &MessageFilter, limit: i64, skip: u64) -> ApiResult<Json<Page<MessageView>>> {
+    let (items, total) = state.db.messages.list(filter, limit, skip).await?;
+    Ok(Json(Page {
+        items: items.into_iter().map(MessageView::from).collect(),
+        total,
+        limit,
+        skip,
+    }))
+}
+
+async fn get_message(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<MessageView>> {
+    caller.require(SCOPE_READ)?;
+    let id = object_id(&id)?;
+    let m = state
+        .db
+        .messages
+        .find_for(id, caller.tenant())
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(Json(m.into()))
+}
