@@ -210,6 +210,7 @@ cat <<EOF
   MongoDB      $(masked "$MONGO_URI") (database $MONGO_DB)
   RabbitMQ     $(masked "$AMQP_URL")
   Admin login  username $(quote "$SEED_ADMIN_USERNAME"), password $(quote "$SEED_ADMIN_PASSWORD")
+  Metrics      $url${BASE_PATH%/}/metrics, dispatcher http://${DISPATCHER_METRICS_ADDR/0.0.0.0/127.0.0.1}/metrics
   Logs         .dev/log/api.log, .dev/log/dispatcher.log
 
   Get an operator token:
