@@ -63,3 +63,128 @@ pub struct Page<T> {
     pub limit: i64,
     pub skip: u64,
 }
+
+/// A time in a query (`from`, `to`): RFC 3339, or `YYYY-MM-DD` for midnight UTC that day.
+/// An empty value counts as absent; anything else is a 400 naming `field`.
+pub fn time_param(
+    field: &str,
+    raw: Option<&str>,
+) -> Result<Option<mongodb::bson::DateTime>, ApiError> {
+    let Some(raw) = raw.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let parsed = chrono::DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.timestamp_millis())
+        .or_else(|e| {
+            // An unencoded `+` of an offset arrives as a space.
+            match raw.rsplit_once(' ') {
+                Some((head, offset)) if head.contains('T') => {
+                    chrono::DateTime::parse_from_rfc3339(&format!("{head}+{offset}"))
+                        .map(|t| t.timestamp_millis())
+                }
+                _ => Err(e),
+            }
+        })
+        .or_else(|_| {
+            chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d").map(|d| {
+                d.and_time(chrono::NaiveTime::MIN)
+                    .and_utc()
+                    .timestamp_millis()
+            })
+        });
+    match parsed {
+        Ok(millis) => Ok(Some(mongodb::bson::DateTime::from_millis(millis))),
+        Err(_) => Err(ApiError::validation(
+            field,
+            "must be an RFC 3339 time (2026-11-25T08:00:00Z) or a date (2026-11-25)",
+        )),
+    }
+}
+
+/// `from` (inclusive) and `to` (exclusive) of a query; `to` must come after `from`.
+pub fn time_range(
+    from: Option<&str>,
+    to: Option<&str>,
+) -> Result<
+    (
+        Option<mongodb::bson::DateTime>,
+        Option<mongodb::bson::DateTime>,
+    ),
+    ApiError,
+> {
+    let from = time_param("from", from)?;
+    let to = time_param("to", to)?;
+    if let (Some(f), Some(t)) = (from, to) {
+        if t <= f {
+            return Err(ApiError::validation(
+                "to",
+                "must be later than from (to is exclusive)",
+            ));
+        }
+    }
+    Ok((from, to))
+}
+
+/// An id in a query; empty counts as absent, anything malformed is a 400 naming `field`.
+pub fn id_param(field: &str, raw: Option<&str>) -> Result<Option<ObjectId>, ApiError> {
+    match raw.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => ObjectId::parse_str(v)
+            .map(Some)
+            .map_err(|_| ApiError::validation(field, "must be a 24-character hexadecimal id")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn millis(raw: &str) -> i64 {
+        time_param("from", Some(raw))
+            .unwrap()
+            .unwrap()
+            .timestamp_millis()
+    }
+
+    #[test]
+    fn times_are_rfc3339_or_utc_dates() {
+        let midnight = 1_795_564_800_000; // 2026-11-25T00:00:00Z
+        assert_eq!(millis("2026-11-25"), midnight);
+        assert_eq!(millis("2026-11-25T00:00:00Z"), midnight);
+        assert_eq!(millis("2026-11-25T07:00:00+07:00"), midnight);
+        assert_eq!(millis("2026-11-25T07:00:00 07:00"), midnight);
+        assert_eq!(time_param("from", Some("")).unwrap(), None);
+        assert_eq!(time_param("from", None).unwrap(), None);
+        for bad in [
+            "yesterday",
+            "2026-13-01",
+            "2026-11-25T07:00:00",
+            "1732500000",
+        ] {
+            let err = time_param("to", Some(bad)).unwrap_err();
+            assert!(
+                matches!(&err, ApiError::Validation { errors, .. } if errors.contains_key("to")),
+                "{bad}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn to_must_follow_from() {
+        assert!(time_range(Some("2026-11-25"), Some("2026-11-26")).is_ok());
+        let err = time_range(Some("2026-11-25"), Some("2026-11-25")).unwrap_err();
+        assert!(matches!(&err, ApiError::Validation { errors, .. } if errors.contains_key("to")));
+    }
+
+    #[test]
+    fn query_ids_are_validated() {
+        assert_eq!(id_param("agent_id", Some(" ")).unwrap(), None);
+        assert!(id_param("agent_id", Some("0123456789abcdef01234567"))
+            .unwrap()
+            .is_some());
+        let err = id_param("agent_id", Some("nope")).unwrap_err();
+        assert!(
+            matches!(&err, ApiError::Validation { errors, .. } if errors.contains_key("agent_id"))
+        );
+    }
+}

@@ -6,8 +6,10 @@ use crate::state::AppState;
 
 pub mod agents;
 pub mod api_keys;
+pub mod audit_logs;
 pub mod auth;
 pub mod health;
+pub mod reports;
 pub mod requests;
 pub mod templates;
 
@@ -18,6 +20,8 @@ pub fn router() -> Router<AppState> {
         .merge(auth::router())
         .merge(api_keys::router())
         .merge(agents::router())
+        .merge(reports::router())
+        .merge(audit_logs::router())
         .merge(templates::router())
         .merge(requests::router())
 }

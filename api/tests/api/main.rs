@@ -6,5 +6,6 @@ mod api_keys;
 mod auth;
 mod health;
 mod helpers;
+mod reports;
 mod requests;
 mod templates;

@@ -17,6 +17,7 @@ pub mod api_keys;
 pub mod audit_logs;
 pub mod dedup;
 pub mod messages;
+pub mod reports;
 pub mod requests;
 pub mod settings;
 pub mod templates;
@@ -35,6 +36,7 @@ pub struct Db {
     pub templates: templates::Templates,
     pub requests: requests::Requests,
     pub messages: messages::Messages,
+    pub reports: reports::Reports,
     pub dedup: dedup::Dedup,
     pub usage: usage::Usage,
 }
@@ -65,6 +67,7 @@ impl Db {
             templates: templates::Templates::new(&database),
             requests: requests::Requests::new(&database),
             messages: messages::Messages::new(&database),
+            reports: reports::Reports::new(&database),
             dedup: dedup::Dedup::new(&database),
             usage: usage::Usage::new(&database),
             database,
