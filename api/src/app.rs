@@ -50,11 +50,7 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(mw::json_errors))
         .layer(DefaultBodyLimit::max(state.config.http.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), mw::check_host))
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-                tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
-            }),
-        );
+        .layer(TraceLayer::new_for_http().make_span_with(request_span(&state)));
     let origins: Vec<HeaderValue> = state
         .config
         .http
@@ -81,6 +77,37 @@ pub fn router(state: AppState) -> Router {
         );
     }
     app.with_state(state)
+}
+
+/// One span per request with method, path, scheme and client address. The scheme and client
+/// come from the proxy's headers only when `SECURE_PROXY_SSL_HEADER` / `USE_X_FORWARDED_HOST`
+/// say to trust them.
+fn request_span(state: &AppState) -> impl Fn(&axum::http::Request<axum::body::Body>) -> tracing::Span + Clone {
+    let ssl_header = state.config.http.proxy_ssl_header.clone();
+    let trust_forwarded = state.config.http.trust_forwarded;
+    move |req| {
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+        let https = ssl_header
+            .as_ref()
+            .is_some_and(|(name, value)| header(name).is_some_and(|v| v.eq_ignore_ascii_case(value)));
+        let client = trust_forwarded
+            .then(|| header("x-forwarded-for").and_then(|v| v.split(',').next()).map(str::trim))
+            .flatten()
+            .map(str::to_owned)
+            .or_else(|| {
+                req.extensions()
+                    .get::<axum::extract::ConnectInfo<SocketAddr>>()
+                    .map(|c| c.0.ip().to_string())
+            })
+            .unwrap_or_default();
+        tracing::info_span!(
+            "http",
+            method = %req.method(),
+            path = %req.uri().path(),
+            scheme = if https { "https" } else { "http" },
+            client = %client,
+        )
+    }
 }
 
 /// Serves on `listener` until `shutdown` completes, then drains in-flight work.

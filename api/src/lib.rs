@@ -8,6 +8,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod extract;
+mod fault;
 pub mod middleware;
 pub mod outbox;
 pub mod routes;

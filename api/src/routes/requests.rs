@@ -266,6 +266,7 @@ async fn create_request(
         .collect();
     let publish_state = state.clone();
     state.tasks.spawn(async move {
+        crate::fault::maybe_crash_before_publish().await;
         outbox::publish(&publish_state, &events).await;
     });
     tracing::info!(request_id = %request.id, total = n, "request accepted");
