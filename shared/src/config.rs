@@ -28,9 +28,12 @@ impl ConfigError {
     }
 }
 
+/// Looks a variable up by name.
+type Lookup<'a> = Box<dyn Fn(&str) -> Option<String> + Send + Sync + 'a>;
+
 /// Where variables come from: the process environment in production, a map in tests.
 pub struct Env<'a> {
-    lookup: Box<dyn Fn(&str) -> Option<String> + Send + Sync + 'a>,
+    lookup: Lookup<'a>,
 }
 
 impl Env<'static> {

@@ -153,3 +153,51 @@ async fn a_configuration_error_names_its_variable() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn graceful_stop_finishes_publishing_what_was_accepted() {
+    let mut app = spawn_app().await;
+    let s = app.sender().await;
+    assert_eq!(app.submit(&s, &[("0901234567", "1"), ("0901234568", "2")]).await.status(), StatusCode::ACCEPTED);
+    app.stop().await;
+    // The server drained its background publishes before returning.
+    assert_eq!(app.count("sms_messages", mongodb::bson::doc! {"published": true}).await, 2);
+    assert!(app.client.get(app.url("/health")).send().await.is_err(), "no longer listening");
+}
+
+#[tokio::test]
+async fn the_binary_stops_cleanly_on_sigterm() {
+    let app = spawn_app().await;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sms-api"))
+        .env_clear()
+        .envs(app.vars.iter())
+        .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("LOG_FORMAT", "json")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let up = eventually(15, || async {
+        reqwest::get(format!("http://127.0.0.1:{port}/health")).await.is_ok_and(|r| r.status() == StatusCode::OK)
+    })
+    .await;
+    assert!(up, "binary did not come up");
+    let killed = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let status = tokio::task::spawn_blocking(move || {
+        let status = child.wait().unwrap();
+        let mut err = String::new();
+        std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut err).unwrap();
+        (status, err)
+    })
+    .await
+    .unwrap();
+    assert!(status.0.success(), "exit status {:?}", status.0);
+    let last = status.1.lines().last().unwrap_or_default();
+    let line: serde_json::Value = serde_json::from_str(last).expect("JSON log lines");
+    assert_eq!(line["message"], "sms-api stopped");
+}

@@ -382,12 +382,11 @@ where
     }
 }
 
-/// A TCP relay in front of the local RabbitMQ that can be switched off and on, to take the
-/// broker away from one app without stopping the shared broker.
+/// A TCP relay in front of the local RabbitMQ that refuses connections until switched on, to
+/// keep the broker away from one app without stopping the shared broker.
 pub struct BrokerRelay {
     pub port: u16,
     up: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl BrokerRelay {
@@ -396,8 +395,7 @@ impl BrokerRelay {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(up));
-        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (f, c) = (flag.clone(), conns.clone());
+        let f = flag.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((mut inbound, _)) = listener.accept().await else { return };
@@ -405,27 +403,18 @@ impl BrokerRelay {
                     drop(inbound);
                     continue;
                 }
-                let task = tokio::spawn(async move {
+                tokio::spawn(async move {
                     if let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:5672").await {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                     }
                 });
-                c.lock().unwrap().push(task.abort_handle());
             }
         });
-        Self { port, up: flag, conns }
+        Self { port, up: flag }
     }
 
     pub fn url(&self) -> String {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
-    }
-
-    /// Refuses new connections and cuts the open ones.
-    pub fn down(&self) {
-        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
-        for c in self.conns.lock().unwrap().drain(..) {
-            c.abort();
-        }
     }
 
     pub fn up(&self) {

@@ -126,7 +126,7 @@ impl Messages {
             vec![
                 super::index(doc! {"request_id": 1, "_id": 1}, false, "request"),
                 super::index(doc! {"api_key_id": 1, "created_at": -1}, false, "tenant_created"),
-                super::index(doc! {"created_at": -1}, false, "created"),
+                super::index(doc! {"created_at": 1, "_id": 1}, false, "created_id"),
                 super::index(doc! {"status": 1, "created_at": -1}, false, "status_created"),
                 super::index(doc! {"to": 1, "created_at": -1}, false, "to_created"),
                 super::index(
