@@ -23,6 +23,8 @@ pub struct Config {
     pub agent_registration_secret: Option<String>,
     /// How old an unpublished message must be before the sweeper republishes it.
     pub outbox_grace: Duration,
+    /// How often the reconciler fails timed-out `SENDING` messages and refreshes gauges.
+    pub reconcile_interval: Duration,
     pub log_format: LogFormat,
 }
 
@@ -79,6 +81,12 @@ impl Config {
                 3000,
                 100,
                 600_000,
+            )?),
+            reconcile_interval: Duration::from_millis(env.ranged(
+                "RECONCILE_INTERVAL_MS",
+                5000,
+                50,
+                3_600_000,
             )?),
             log_format: LogFormat::from_env(env)?,
         })

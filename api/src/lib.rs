@@ -11,5 +11,6 @@ pub mod extract;
 mod fault;
 pub mod middleware;
 pub mod outbox;
+pub mod reconciler;
 pub mod routes;
 pub mod state;

@@ -9,6 +9,7 @@ pub mod api_keys;
 pub mod audit_logs;
 pub mod auth;
 pub mod health;
+pub mod jobs;
 pub mod reports;
 pub mod requests;
 pub mod templates;
@@ -20,6 +21,7 @@ pub fn router() -> Router<AppState> {
         .merge(auth::router())
         .merge(api_keys::router())
         .merge(agents::router())
+        .merge(jobs::router())
         .merge(reports::router())
         .merge(audit_logs::router())
         .merge(templates::router())

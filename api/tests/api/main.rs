@@ -6,6 +6,7 @@ mod api_keys;
 mod auth;
 mod health;
 mod helpers;
+mod jobs;
 mod reports;
 mod requests;
 mod templates;

@@ -314,3 +314,270 @@ impl Messages {
         })
     }
 }
+
+/// A batch of messages leased by one poll.
+#[derive(Debug, Clone, Default)]
+pub struct Leased {
+    /// The leased messages, highest `priority_weight` first, then oldest.
+    pub messages: Vec<Message>,
+    /// How many of them were `ASSIGNED` before, with an expired lease.
+    pub re_leased: u64,
+}
+
+/// What an agent's report did to a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportOutcome {
+    /// The message moved to the reported status.
+    Applied(Status),
+    /// The message already had the reported status: nothing changed.
+    Unchanged(Status),
+    /// Not this agent's staged message (or no such message); reveals nothing.
+    NotFound,
+    /// The contract does not allow the move from the current status.
+    InvalidTransition(Status),
+    /// The report's `lease_id` is not the message's current lease.
+    StaleLease(Status),
+}
+
+/// The longest `last_error` an agent may store.
+pub const MAX_ERROR_CHARS: usize = 500;
+
+/// Staged messages of `agent` that may be leased at `now`: pending, or assigned with an
+/// expired lease (or none: an agent may report `ASSIGNED` without leasing). `SENDING` and later
+/// are never handed out again.
+fn leasable(agent: ObjectId, now: DateTime) -> Document {
+    doc! {
+        "agent_id": agent,
+        "staged": true,
+        "$or": [
+            {"status": Status::Pending.as_str()},
+            {"status": Status::Assigned.as_str(), "lease_expires_at": {"$lte": now}},
+            {"status": Status::Assigned.as_str(), "lease_expires_at": Bson::Null},
+        ],
+    }
+}
+
+/// The lease order: highest priority first, then oldest.
+fn lease_order() -> Document {
+    doc! {"priority_weight": -1, "created_at": 1, "_id": 1}
+}
+
+impl Messages {
+    /// Leases up to `limit` of `agent`'s staged messages under the fresh `lease_id`.
+    ///
+    /// Candidates are picked in lease order, then claimed by one `update_many` that repeats the
+    /// leasable filter, so a message another poll claimed in between is skipped, and read back
+    /// by the lease id. Two polls never hold the same message while its lease is live.
+    pub async fn lease(
+        &self,
+        agent: ObjectId,
+        limit: i64,
+        lease_id: &str,
+        lease_for: std::time::Duration,
+        now: DateTime,
+    ) -> mongodb::error::Result<Leased> {
+        if limit <= 0 {
+            return Ok(Leased::default());
+        }
+        #[derive(Deserialize)]
+        struct Candidate {
+            #[serde(rename = "_id")]
+            id: ObjectId,
+            status: Status,
+        }
+        let candidates: Vec<Candidate> = self
+            .0
+            .clone_with_type::<Candidate>()
+            .find(leasable(agent, now))
+            .projection(doc! {"_id": 1, "status": 1})
+            .sort(lease_order())
+            .limit(limit)
+            .await?
+            .try_collect()
+            .await?;
+        if candidates.is_empty() {
+            return Ok(Leased::default());
+        }
+        let ids: Vec<ObjectId> = candidates.iter().map(|c| c.id).collect();
+        let expires = DateTime::from_millis(now.timestamp_millis() + lease_for.as_millis() as i64);
+        let mut filter = leasable(agent, now);
+        filter.insert("_id", doc! {"$in": &ids});
+        let claimed = self
+            .0
+            .update_many(
+                filter,
+                doc! {
+                    "$set": {
+                        "status": Status::Assigned.as_str(),
+                        "lease_id": lease_id,
+                        "lease_expires_at": expires,
+                        "leased_at": now,
+                        "updated_at": now,
+                    },
+                    "$inc": {"attempts": 1},
+                },
+            )
+            .await?;
+        if claimed.modified_count == 0 {
+            return Ok(Leased::default());
+        }
+        let messages: Vec<Message> = self
+            .0
+            .find(doc! {"_id": {"$in": &ids}, "lease_id": lease_id})
+            .sort(lease_order())
+            .await?
+            .try_collect()
+            .await?;
+        let re_leased = messages
+            .iter()
+            .filter(|m| {
+                candidates
+                    .iter()
+                    .any(|c| c.id == m.id && c.status == Status::Assigned)
+            })
+            .count() as u64;
+        Ok(Leased {
+            messages,
+            re_leased,
+        })
+    }
+
+    /// Applies `agent`'s report that message `id` reached `status`.
+    ///
+    /// One conditional update on `{_id, agent_id, staged, status in allowed predecessors}` (and
+    /// the lease when `lease_id` is given) decides; only when it matches nothing is the message
+    /// read to explain why. A late or foreign report therefore never changes anything.
+    pub async fn report(
+        &self,
+        agent: ObjectId,
+        id: ObjectId,
+        status: Status,
+        lease_id: Option<&str>,
+        error: Option<&str>,
+        now: DateTime,
+    ) -> mongodb::error::Result<ReportOutcome> {
+        let predecessors: Vec<&str> = Status::allowed_predecessors(status)
+            .into_iter()
+            .map(Status::as_str)
+            .collect();
+        let mut filter = doc! {
+            "_id": id,
+            "agent_id": agent,
+            "staged": true,
+            "status": {"$in": predecessors},
+        };
+        if let Some(lease) = lease_id {
+            filter.insert("lease_id", lease);
+        }
+        let mut set = doc! {"status": status.as_str(), "updated_at": now};
+        match status {
+            Status::Sending => {
+                set.insert("sending_at", now);
+            }
+            Status::Sent => {
+                set.insert("sent_at", now);
+            }
+            Status::Delivered => {
+                set.insert("delivered_at", now);
+            }
+            Status::Failed => {
+                set.insert("failed_at", now);
+                if let Some(e) = error.map(str::trim).filter(|e| !e.is_empty()) {
+                    set.insert(
+                        "last_error",
+                        e.chars().take(MAX_ERROR_CHARS).collect::<String>(),
+                    );
+                }
+            }
+            _ => {}
+        }
+        // Statuses only move forward, so a second try can only differ if the message was staged
+        // in between; two rounds settle every case.
+        for _ in 0..2 {
+            if !Status::allowed_predecessors(status).is_empty() {
+                let r = self
+                    .0
+                    .update_one(filter.clone(), doc! {"$set": set.clone()})
+                    .await?;
+                if r.matched_count == 1 {
+                    return Ok(ReportOutcome::Applied(status));
+                }
+            }
+            let Some(current) = self.0.find_one(doc! {"_id": id}).await? else {
+                return Ok(ReportOutcome::NotFound);
+            };
+            if current.agent_id != agent || !current.staged {
+                return Ok(ReportOutcome::NotFound);
+            }
+            if lease_id.is_some_and(|l| current.lease_id.as_deref() != Some(l)) {
+                return Ok(ReportOutcome::StaleLease(current.status));
+            }
+            if current.status == status {
+                return Ok(ReportOutcome::Unchanged(current.status));
+            }
+            if !current.status.can_become(status) {
+                return Ok(ReportOutcome::InvalidTransition(current.status));
+            }
+        }
+        // Still looks applicable yet never matched: report it as the conflict it is.
+        let current = self
+            .0
+            .find_one(doc! {"_id": id})
+            .await?
+            .map_or(Status::Pending, |m| m.status);
+        Ok(ReportOutcome::InvalidTransition(current))
+    }
+
+    /// Fails every message stuck in `SENDING` since before `cutoff` with `SENDING_TIMEOUT`.
+    /// They are never handed out again.
+    pub async fn fail_sending_timeouts(
+        &self,
+        cutoff: DateTime,
+        now: DateTime,
+    ) -> mongodb::error::Result<u64> {
+        let r = self
+            .0
+            .update_many(
+                doc! {"status": Status::Sending.as_str(), "sending_at": {"$lte": cutoff}},
+                doc! {"$set": {
+                    "status": Status::Failed.as_str(),
+                    "last_error": "SENDING_TIMEOUT",
+                    "failed_at": now,
+                    "updated_at": now,
+                }},
+            )
+            .await?;
+        Ok(r.modified_count)
+    }
+
+    /// Messages each agent holds at `now`: `ASSIGNED` with a live lease, plus `SENDING`.
+    pub async fn in_flight_by_agent(
+        &self,
+        now: DateTime,
+    ) -> mongodb::error::Result<Vec<(ObjectId, i64)>> {
+        let mut cursor = self
+            .0
+            .aggregate(vec![
+                doc! {"$match": {"$or": [
+                    {"status": Status::Assigned.as_str(), "lease_expires_at": {"$gt": now}},
+                    {"status": Status::Sending.as_str()},
+                ]}},
+                doc! {"$group": {"_id": "$agent_id", "n": {"$sum": 1}}},
+            ])
+            .await?;
+        let mut out = Vec::new();
+        while let Some(d) = cursor.try_next().await? {
+            let Ok(agent) = d.get_object_id("_id") else {
+                continue;
+            };
+            let n = match d.get("n") {
+                Some(Bson::Int32(n)) => i64::from(*n),
+                Some(Bson::Int64(n)) => *n,
+                Some(Bson::Double(n)) => *n as i64,
+                _ => 0,
+            };
+            out.push((agent, n));
+        }
+        Ok(out)
+    }
+}

@@ -12,6 +12,7 @@ use mongodb::{Client, Database};
 
 use crate::config::MongoConfig;
 
+pub mod agent_leases;
 pub mod agents;
 pub mod api_keys;
 pub mod audit_logs;
@@ -39,6 +40,7 @@ pub struct Db {
     pub reports: reports::Reports,
     pub dedup: dedup::Dedup,
     pub usage: usage::Usage,
+    pub agent_leases: agent_leases::AgentLeases,
 }
 
 impl Db {
@@ -70,6 +72,7 @@ impl Db {
             reports: reports::Reports::new(&database),
             dedup: dedup::Dedup::new(&database),
             usage: usage::Usage::new(&database),
+            agent_leases: agent_leases::AgentLeases::new(&database),
             database,
         }
     }
@@ -115,6 +118,10 @@ impl Db {
             .create_indexes()
             .await
             .context("quota_usage indexes")?;
+        self.agent_leases
+            .create_indexes()
+            .await
+            .context("agent_leases indexes")?;
         Ok(())
     }
 }

@@ -1,0 +1,91 @@
+//! The reconciler: a phone that died after reporting `SENDING` never says what happened, and such
+//! a message must not be sent twice. Every `RECONCILE_INTERVAL_MS` this loop fails messages stuck
+//! in `SENDING` longer than `SENDING_TIMEOUT_SECONDS` with `SENDING_TIMEOUT`, and refreshes the
+//! per-agent in-flight gauge. Every API replica may run it: both steps are idempotent.
+
+use std::collections::HashSet;
+
+use anyhow::Context;
+use mongodb::bson::DateTime;
+use sms_shared::time;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::AppState;
+
+/// What one pass did.
+#[derive(Debug, Clone, Default)]
+pub struct Pass {
+    /// Messages failed with `SENDING_TIMEOUT`.
+    pub timed_out: u64,
+    /// Agents holding messages, with how many.
+    pub in_flight: Vec<(String, i64)>,
+}
+
+/// Runs passes until `stop` is cancelled. A failed pass is logged and retried on the next tick.
+pub async fn run(state: AppState, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(state.config.reconcile_interval);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // Agents given a gauge value so far: one that holds nothing any more is set back to 0.
+    let mut known: HashSet<String> = HashSet::new();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        match reconcile(&state).await {
+            Ok(pass) => {
+                let current: HashSet<String> =
+                    pass.in_flight.iter().map(|(a, _)| a.clone()).collect();
+                for gone in known.difference(&current) {
+                    state
+                        .metrics
+                        .agent_in_flight
+                        .with_label_values(&[gone.as_str()])
+                        .set(0);
+                }
+                known.extend(current);
+            }
+            Err(e) => tracing::warn!(error = format!("{e:#}"), "reconcile pass failed"),
+        }
+    }
+}
+
+/// One pass: fail timed-out `SENDING` messages, then set the in-flight gauge of every agent
+/// holding messages.
+pub async fn reconcile(state: &AppState) -> anyhow::Result<Pass> {
+    let now = time::bson_now();
+    let timeout_ms =
+        i64::try_from(state.config.rules.sending_timeout.as_millis()).unwrap_or(i64::MAX);
+    let cutoff = DateTime::from_millis(now.timestamp_millis().saturating_sub(timeout_ms));
+    let timed_out = state
+        .db
+        .messages
+        .fail_sending_timeouts(cutoff, now)
+        .await
+        .context("failing timed-out SENDING messages")?;
+    if timed_out > 0 {
+        state.metrics.sending_timeouts.inc_by(timed_out);
+        tracing::warn!(timed_out, "messages failed with SENDING_TIMEOUT");
+    }
+    let in_flight: Vec<(String, i64)> = state
+        .db
+        .messages
+        .in_flight_by_agent(now)
+        .await
+        .context("counting messages in flight")?
+        .into_iter()
+        .map(|(agent, n)| (agent.to_hex(), n))
+        .collect();
+    for (agent, n) in &in_flight {
+        state
+            .metrics
+            .agent_in_flight
+            .with_label_values(&[agent.as_str()])
+            .set(*n);
+    }
+    Ok(Pass {
+        timed_out,
+        in_flight,
+    })
+}
