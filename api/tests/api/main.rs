@@ -4,6 +4,7 @@
 mod agents;
 mod api_keys;
 mod auth;
+mod deploy;
 mod health;
 mod helpers;
 mod jobs;

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs the ten reliability scenarios serially against binaries built with the fault-injection
+# crash points. Some scenarios stop and start the machine's RabbitMQ (rabbitmqctl stop_app /
+# start_app) and SecantusDB, so run this alone, after the ordinary tests.
+# Usage: scripts/faults.sh [--only N]
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+ensure_secantus
+ensure_rabbitmq
+
+# A separate target directory keeps these binaries apart from the ordinary (switch-free) build.
+export CARGO_TARGET_DIR="$ROOT/target/faults"
+log "building sms-api and sms-dispatcher with fault injection"
+cargo build --quiet -p sms-api -p sms-dispatcher --features sms-api/fault-injection,sms-dispatcher/fault-injection --bins
+cargo build --quiet -p sms-faults
+"$CARGO_TARGET_DIR/debug/sms-faults" \
+  --api-bin "$CARGO_TARGET_DIR/debug/sms-api" \
+  --dispatcher-bin "$CARGO_TARGET_DIR/debug/sms-dispatcher" \
+  --mongo-bin "$(command -v secantusd-rs)" "$@"
