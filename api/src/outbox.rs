@@ -69,6 +69,31 @@ pub async fn sweep_once(state: &AppState) -> anyhow::Result<usize> {
     }
 }
 
+/// How long a confirmed event may go unstaged before its message is published again.
+const RESTAGE_AFTER: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Republishes messages whose confirmed events never got them staged (events lost with a broker's
+/// data, or dead-lettered after a long database outage). The dispatcher ignores any repeat.
+pub async fn restage_once(state: &AppState) -> anyhow::Result<usize> {
+    let before = DateTime::from_millis(DateTime::now().timestamp_millis() - RESTAGE_AFTER.as_millis() as i64);
+    let stuck = state.db.messages.published_unstaged(before, BATCH as i64).await?;
+    if stuck.is_empty() {
+        return Ok(0);
+    }
+    let events: Vec<MessageEvent> = stuck.iter().map(|(m, r, at)| event(*m, *r, *at)).collect();
+    let results = state.publisher.publish(&events).await?;
+    let confirmed: Vec<ObjectId> = events
+        .iter()
+        .zip(results)
+        .filter(|(_, ok)| *ok)
+        .filter_map(|(e, _)| e.message_oid())
+        .collect();
+    // A fresh publication time restarts the wait before the next attempt.
+    state.db.messages.touch_published(&confirmed).await?;
+    state.metrics.outbox_republished.inc_by(confirmed.len() as u64);
+    Ok(confirmed.len())
+}
+
 /// Sweeps every half grace period until `stop`.
 pub async fn run_sweeper(state: AppState, stop: CancellationToken) {
     let period = (state.config.outbox_grace / 2).max(std::time::Duration::from_millis(100));
@@ -83,6 +108,11 @@ pub async fn run_sweeper(state: AppState, stop: CancellationToken) {
             Ok(0) => {}
             Ok(n) => tracing::info!(republished = n, "outbox sweeper republished message events"),
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "outbox sweep failed"),
+        }
+        match restage_once(&state).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(republished = n, "republished confirmed events that were never staged"),
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "restage sweep failed"),
         }
     }
 }

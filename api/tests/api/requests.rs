@@ -362,3 +362,26 @@ async fn message_lists_filter_and_page() {
     let missing = app.get("/messages", Auth::ApiKey(&s.key)).await;
     assert_error(missing, StatusCode::BAD_REQUEST, "VALIDATION_ERROR").await;
 }
+
+#[tokio::test]
+async fn confirmed_events_that_never_staged_are_published_again() {
+    let app = spawn_app().await;
+    let s = app.sender().await;
+    assert_eq!(app.submit(&s, &[("0901234567", "1"), ("0901234568", "2")]).await.status(), StatusCode::ACCEPTED);
+    assert!(eventually(10, || async { app.count("sms_messages", doc! {"published": true}).await == 2 }).await);
+    // The broker loses the events (purged here) and the confirmations are old.
+    let topology = sms_shared::amqp::Topology::new(&app.config.amqp.prefix);
+    let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_purge(&topology.queue, Default::default()).await.unwrap();
+    let long_ago = mongodb::bson::DateTime::from_millis(mongodb::bson::DateTime::now().timestamp_millis() - 600_000);
+    app.db
+        .messages
+        .collection()
+        .update_many(doc! {}, doc! {"$set": {"published_at": long_ago}})
+        .await
+        .unwrap();
+    let dispatcher = app.spawn_dispatcher();
+    assert!(eventually(15, || async { staged_count(&app).await == 2 }).await, "lost events were not replaced");
+    dispatcher.stop().await;
+}

@@ -135,6 +135,7 @@ impl Messages {
                     "lease_queue",
                 ),
                 super::index(doc! {"published": 1, "created_at": 1}, false, "outbox"),
+                super::index(doc! {"staged": 1, "published_at": 1}, false, "unstaged"),
                 super::index(doc! {"status": 1, "sending_at": 1}, false, "sending_timeout"),
             ],
         )
@@ -175,6 +176,17 @@ impl Messages {
         Ok(r.modified_count)
     }
 
+    /// Moves the publication time of republished messages to now.
+    pub async fn touch_published(&self, ids: &[ObjectId]) -> mongodb::error::Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.0
+            .update_many(doc! {"_id": {"$in": ids}}, doc! {"$set": {"published_at": DateTime::now()}})
+            .await
+            .map(|_| ())
+    }
+
     /// Messages whose events are still unconfirmed and older than `before` (oldest first).
     pub async fn unpublished(
         &self,
@@ -202,6 +214,34 @@ impl Messages {
             .into_iter()
             .map(|r| (r.id, r.request_id, r.created_at))
             .collect())
+    }
+
+    /// Pending messages whose event was confirmed before `before` but which no dispatcher has
+    /// staged: their event was lost with a broker's data or dead-lettered after too many
+    /// redeliveries during a long database outage. Oldest first.
+    pub async fn published_unstaged(
+        &self,
+        before: DateTime,
+        limit: i64,
+    ) -> mongodb::error::Result<Vec<(ObjectId, ObjectId, DateTime)>> {
+        #[derive(Deserialize)]
+        struct Row {
+            #[serde(rename = "_id")]
+            id: ObjectId,
+            request_id: ObjectId,
+            created_at: DateTime,
+        }
+        let rows: Vec<Row> = self
+            .0
+            .clone_with_type::<Row>()
+            .find(doc! {"staged": false, "published_at": {"$lt": before}, "status": Status::Pending.as_str()})
+            .projection(doc! {"_id": 1, "request_id": 1, "created_at": 1})
+            .sort(doc! {"staged": 1, "published_at": 1})
+            .limit(limit)
+            .await?
+            .try_collect()
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.id, r.request_id, r.created_at)).collect())
     }
 
     pub async fn find(&self, id: ObjectId) -> mongodb::error::Result<Option<Message>> {
