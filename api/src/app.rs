@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderName, HeaderValue, Method};
+use axum::Extension;
 use axum::{middleware, Router};
 use sms_shared::amqp::Publisher;
 use sms_shared::auth::JwtKeys;
@@ -36,20 +37,36 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     }))
 }
 
-/// The full router: every route at `/<route>` and `$BASE_PATH/<route>`, with its layers.
+/// The OpenAPI document of every route, unprefixed (without the servers list, which depends
+/// on where it is served).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes::router().into_openapi()
+}
+
+/// The full router: every route at `/<route>` and `$BASE_PATH/<route>`, with its layers, and
+/// the OpenAPI document built from the same routes served at `/openapi.json`.
 pub fn router(state: AppState) -> Router {
-    let routes = routes::router();
     let base = state.config.http.base_path.clone();
+    let (routes, openapi) = routes::router().split_for_parts();
+    let documents =
+        routes::docs::Documents::new(openapi, &base).expect("the OpenAPI document serialises");
+    let routes = routes.layer(Extension(documents));
     let mut app = Router::new().merge(routes.clone());
     if !base.is_empty() {
         app = app.nest(&base, routes);
     }
     let mut app = app
         .fallback(mw::not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), mw::track_metrics))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            mw::track_metrics,
+        ))
         .layer(middleware::from_fn(mw::json_errors))
         .layer(DefaultBodyLimit::max(state.config.http.max_body_bytes))
-        .layer(middleware::from_fn_with_state(state.clone(), mw::check_host))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            mw::check_host,
+        ))
         .layer(TraceLayer::new_for_http().make_span_with(request_span(&state)));
     let origins: Vec<HeaderValue> = state
         .config
@@ -82,16 +99,22 @@ pub fn router(state: AppState) -> Router {
 /// One span per request with method, path, scheme and client address. The scheme and client
 /// come from the proxy's headers only when `SECURE_PROXY_SSL_HEADER` / `USE_X_FORWARDED_HOST`
 /// say to trust them.
-fn request_span(state: &AppState) -> impl Fn(&axum::http::Request<axum::body::Body>) -> tracing::Span + Clone {
+fn request_span(
+    state: &AppState,
+) -> impl Fn(&axum::http::Request<axum::body::Body>) -> tracing::Span + Clone {
     let ssl_header = state.config.http.proxy_ssl_header.clone();
     let trust_forwarded = state.config.http.trust_forwarded;
     move |req| {
         let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-        let https = ssl_header
-            .as_ref()
-            .is_some_and(|(name, value)| header(name).is_some_and(|v| v.eq_ignore_ascii_case(value)));
+        let https = ssl_header.as_ref().is_some_and(|(name, value)| {
+            header(name).is_some_and(|v| v.eq_ignore_ascii_case(value))
+        });
         let client = trust_forwarded
-            .then(|| header("x-forwarded-for").and_then(|v| v.split(',').next()).map(str::trim))
+            .then(|| {
+                header("x-forwarded-for")
+                    .and_then(|v| v.split(',').next())
+                    .map(str::trim)
+            })
             .flatten()
             .map(str::to_owned)
             .or_else(|| {

@@ -50,11 +50,19 @@ impl From<mongodb::error::Error> for ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
+/// The body of every error response.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"detail": "invalid input", "code": "VALIDATION_ERROR", "errors": {"messages[0].to": ["not a valid phone number"]}}))]
+pub struct ErrorBody<'a> {
+    /// A human-readable message.
     detail: String,
+    /// A machine-readable code, e.g. `VALIDATION_ERROR`, `UNAUTHORIZED`, `NOT_FOUND`.
+    #[schema(value_type = String)]
     code: &'a str,
+    /// Only on validation errors: the messages for each invalid field, keyed by field path
+    /// (`messages[3].to`).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = BTreeMap<String, Vec<String>>, required = false)]
     errors: Option<&'a FieldErrors>,
 }
 
@@ -99,7 +107,7 @@ impl ApiError {
 
 /// The contract's error body for `status`, for responses not made by [`ApiError`].
 pub fn error_response(status: StatusCode, code: &str, detail: impl Into<String>) -> Response {
-    let body = Body {
+    let body = ErrorBody {
         detail: detail.into(),
         code,
         errors: None,
@@ -126,7 +134,7 @@ impl IntoResponse for ApiError {
             ApiError::Validation { errors, .. } => Some(errors),
             _ => None,
         };
-        let body = Body {
+        let body = ErrorBody {
             detail,
             code: self.code(),
             errors,

@@ -56,10 +56,12 @@ impl Paging {
 }
 
 /// A page of results as every list returns it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
+    /// How many match, over all pages.
     pub total: u64,
+    /// The page size in force (the default or the capped request).
     pub limit: i64,
     pub skip: u64,
 }
@@ -123,6 +125,51 @@ pub fn time_range(
         }
     }
     Ok((from, to))
+}
+
+/// The schema of a time filter in a query (see [`time_param`]): an RFC 3339 time or a
+/// `YYYY-MM-DD` date; an empty value counts as absent.
+pub struct TimeFilter;
+
+impl utoipa::PartialSchema for TimeFilter {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{
+            AnyOfBuilder, KnownFormat, ObjectBuilder, SchemaFormat, Type,
+        };
+        let string = |format| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(format)))
+        };
+        AnyOfBuilder::new()
+            .item(string(KnownFormat::DateTime))
+            .item(string(KnownFormat::Date))
+            .item(ObjectBuilder::new().schema_type(Type::String).max_length(Some(0)))
+            .description(Some(
+                "An RFC 3339 time (`2026-11-25T08:00:00Z`) or a date (`2026-11-25`, midnight UTC); empty counts as absent.",
+            ))
+            .into()
+    }
+}
+
+/// The schema of a status filter in a query: a status name, in any case; an empty value counts
+/// as absent.
+pub struct StatusFilter;
+
+impl utoipa::PartialSchema for StatusFilter {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use sms_shared::domain::status::Status;
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        let mut names: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+        names.push("");
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(names))
+            .description(Some(
+                "A status name (case-insensitive); empty counts as absent.",
+            ))
+            .into()
+    }
 }
 
 /// An id in a query; empty counts as absent, anything malformed is a 400 naming `field`.

@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 mod fault;
 pub mod middleware;
+pub mod openapi;
 pub mod outbox;
 pub mod reconciler;
 pub mod routes;

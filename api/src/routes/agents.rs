@@ -3,37 +3,38 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, patch, post};
-use axum::Router;
 use mongodb::bson::{doc, DateTime, Document};
 use serde::{Deserialize, Serialize};
 use sms_shared::db::agents::{Agent, Registered};
 use sms_shared::domain::token;
 use sms_shared::time::{self, serde_rfc3339};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{AgentAuth, Operator};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{object_id, Json};
+use crate::openapi::{AuthError, BodyErrors, Errors, NotFoundError};
 use crate::state::AppState;
 
 /// An agent counts as online when its last heartbeat is this recent.
 const ONLINE_WINDOW_SECONDS: i64 = 120;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/admin/agent/registration-secret",
-            get(get_registration_secret).put(put_registration_secret),
-        )
-        .route("/admin/agents", get(list_agents))
-        .route("/admin/agents/{id}", patch(update_agent))
-        .route("/agent/register", post(register_agent))
-        .route("/agent/heartbeat", post(heartbeat))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_registration_secret, put_registration_secret))
+        .routes(routes!(list_agents))
+        .routes(routes!(update_agent))
+        .routes(routes!(register_agent))
+        .routes(routes!(heartbeat))
 }
 
-#[derive(Serialize)]
+/// The agent registration secret in force.
+#[derive(Serialize, utoipa::ToSchema)]
 struct RegistrationSecret {
+    /// The secret agents must send to register; `null` when registration is open.
     registration_secret: Option<String>,
+    /// Whether a secret is required.
     configured: bool,
 }
 
@@ -47,6 +48,18 @@ async fn secret_in_force(state: &AppState) -> ApiResult<Option<String>> {
     })
 }
 
+/// The registration secret in force: the stored one, else `AGENT_REGISTRATION_SECRET`.
+#[utoipa::path(
+    get,
+    path = "/admin/agent/registration-secret",
+    tag = "agents",
+    security(("operator_jwt" = [])),
+    responses(
+        (status = 200, description = "The secret in force", body = RegistrationSecret),
+        AuthError,
+        Errors,
+    )
+)]
 async fn get_registration_secret(
     State(state): State<AppState>,
     _op: Operator,
@@ -58,12 +71,28 @@ async fn get_registration_secret(
     }))
 }
 
-#[derive(Deserialize)]
+/// A new registration secret.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PutRegistrationSecret {
+    /// At most 256 characters (after trimming); empty disables the secret.
+    #[schema(max_length = 256)]
     registration_secret: String,
 }
 
+/// Sets the registration secret; an empty one opens registration to any device.
+#[utoipa::path(
+    put,
+    path = "/admin/agent/registration-secret",
+    tag = "agents",
+    security(("operator_jwt" = [])),
+    responses(
+        (status = 200, description = "The secret now in force", body = RegistrationSecret),
+        AuthError,
+        Errors,
+        BodyErrors,
+    )
+)]
 async fn put_registration_secret(
     State(state): State<AppState>,
     operator: Operator,
@@ -101,24 +130,47 @@ async fn put_registration_secret(
     }))
 }
 
-#[derive(Deserialize)]
+/// A device asking to become an agent.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RegisterAgent {
+    /// The device's stable id: 1 to 128 characters, not only spaces.
+    #[schema(min_length = 1, max_length = 128, pattern = r"\S")]
     device_id: String,
+    /// A name for operators (at most 128 characters); the `device_id` when absent.
+    #[schema(max_length = 128)]
     label: Option<String>,
+    /// Required when a registration secret is configured.
     registration_secret: Option<String>,
+    /// For a known `device_id`: `false` keeps the old token (and answers `agent_token: null`);
+    /// default `true`.
     rotate_token: Option<bool>,
 }
 
-#[derive(Serialize)]
+/// A registered agent and, unless kept, its new token.
+#[derive(Serialize, utoipa::ToSchema)]
 struct RegisterResponse {
     agent_id: String,
+    /// The token to send as `Authorization: Bearer <agent_token>`; `null` when the old one was kept.
     agent_token: Option<String>,
     device_id: String,
     label: String,
     is_active: bool,
 }
 
+/// Registers a device as an agent, or rotates a known device's token.
+#[utoipa::path(
+    post,
+    path = "/agent/register",
+    tag = "agents",
+    responses(
+        (status = 201, description = "A new agent", body = RegisterResponse),
+        (status = 200, description = "A known device: its token rotated, or kept with `rotate_token: false`", body = RegisterResponse),
+        AuthError,
+        Errors,
+        BodyErrors,
+    )
+)]
 #[tracing::instrument(skip_all, fields(device_id = %body.device_id))]
 async fn register_agent(
     State(state): State<AppState>,
@@ -173,12 +225,16 @@ async fn register_agent(
     ))
 }
 
-/// Device facts an agent reports with each heartbeat.
-#[derive(Deserialize, Default)]
+/// Device facts an agent reports with each heartbeat; all optional. Texts are kept up to 128
+/// characters.
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Heartbeat {
+    /// Battery level in percent.
+    #[schema(minimum = 0, maximum = 100)]
     battery: Option<f64>,
     charging: Option<bool>,
+    /// Signal strength as the device reports it.
     signal: Option<i32>,
     network: Option<String>,
     app_version: Option<String>,
@@ -216,12 +272,29 @@ impl Heartbeat {
     }
 }
 
-#[derive(Serialize)]
+/// The heartbeat was recorded.
+#[derive(Serialize, utoipa::ToSchema)]
 struct HeartbeatResponse {
+    /// Always `true`.
     ok: bool,
+    /// The server's clock, for the device to compare with its own.
+    #[schema(format = DateTime)]
     server_time: String,
 }
 
+/// Records that the agent is alive, with its device facts.
+#[utoipa::path(
+    post,
+    path = "/agent/heartbeat",
+    tag = "agents",
+    security(("agent_token" = [])),
+    responses(
+        (status = 200, description = "Recorded", body = HeartbeatResponse),
+        AuthError,
+        Errors,
+        BodyErrors,
+    )
+)]
 async fn heartbeat(
     State(state): State<AppState>,
     AgentAuth(agent): AgentAuth,
@@ -241,18 +314,28 @@ async fn heartbeat(
     }))
 }
 
-#[derive(Serialize)]
+/// An agent as operators see it.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Agent)]
 struct AgentView {
     agent_id: String,
+    /// The same as `agent_id`.
     id: String,
     device_id: String,
     label: String,
+    /// A disabled agent's token is refused.
     is_active: bool,
+    /// The last heartbeat.
     #[serde(with = "serde_rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     last_seen_at: Option<DateTime>,
+    /// Whether the last heartbeat is at most two minutes old.
     online: bool,
     #[serde(with = "serde_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     created_at: DateTime,
+    /// The device facts of the last heartbeat.
+    #[schema(value_type = Option<Object>)]
     device: Option<Document>,
 }
 
@@ -276,15 +359,25 @@ impl From<Agent> for AgentView {
     }
 }
 
-#[derive(Serialize)]
-struct Items<T> {
-    items: Vec<T>,
+/// Every agent, oldest first.
+#[derive(Serialize, utoipa::ToSchema)]
+struct AgentList {
+    items: Vec<AgentView>,
 }
 
-async fn list_agents(
-    State(state): State<AppState>,
-    _op: Operator,
-) -> ApiResult<Json<Items<AgentView>>> {
+/// Lists the agents with their last heartbeat.
+#[utoipa::path(
+    get,
+    path = "/admin/agents",
+    tag = "agents",
+    security(("operator_jwt" = [])),
+    responses(
+        (status = 200, description = "Every agent", body = AgentList),
+        AuthError,
+        Errors,
+    )
+)]
+async fn list_agents(State(state): State<AppState>, _op: Operator) -> ApiResult<Json<AgentList>> {
     let items = state
         .db
         .agents
@@ -293,15 +386,32 @@ async fn list_agents(
         .into_iter()
         .map(AgentView::from)
         .collect();
-    Ok(Json(Items { items }))
+    Ok(Json(AgentList { items }))
 }
 
-#[derive(Deserialize)]
+/// The operator's switch of an agent.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateAgent {
+    /// `false` disables the agent: its token gets 401 at once.
     is_active: bool,
 }
 
+/// Enables or disables an agent.
+#[utoipa::path(
+    patch,
+    path = "/admin/agents/{id}",
+    tag = "agents",
+    params(("id" = String, Path, description = "The agent's id")),
+    security(("operator_jwt" = [])),
+    responses(
+        (status = 200, description = "The agent as it is now", body = AgentView),
+        AuthError,
+        NotFoundError,
+        Errors,
+        BodyErrors,
+    )
+)]
 async fn update_agent(
     State(state): State<AppState>,
     operator: Operator,

@@ -2,47 +2,73 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
-use axum::Router;
 use mongodb::bson::{doc, oid::ObjectId, DateTime};
 use serde::{Deserialize, Serialize};
 use sms_shared::db::api_keys::{ApiKey, SCOPES};
 use sms_shared::domain::token;
 use sms_shared::time::serde_rfc3339;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Operator;
 use crate::error::{ApiError, ApiResult, FieldErrors};
 use crate::extract::{object_id, Json};
+use crate::openapi::{AuthError, BodyErrors, Errors, NotFoundError};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/admin/api-keys", get(list_api_keys).post(create_api_key))
-        .route("/admin/api-keys/{id}", delete(revoke_api_key))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_api_keys, create_api_key))
+        .routes(routes!(revoke_api_key))
 }
 
-#[derive(Deserialize)]
+/// A scope an API key may hold.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+enum Scope {
+    /// May send (`POST /requests`).
+    #[schema(rename = "sms:send")]
+    Send,
+    /// May read its own requests and messages.
+    #[schema(rename = "sms:read")]
+    Read,
+}
+
+/// A new API key.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateApiKey {
+    /// 1 to 100 characters, not only spaces.
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
     client_name: String,
+    /// At least one; duplicates count once.
+    #[schema(value_type = Vec<Scope>, min_items = 1)]
     scopes: Vec<String>,
+    /// Messages per UTC day; `APIKEY_RATE_LIMIT_PER_DAY_DEFAULT` when absent.
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
     rate_limit_per_day: Option<i64>,
 }
 
 /// An API key as operators see it: never the key material.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ApiKey)]
 pub struct ApiKeyView {
     id: String,
     client_name: String,
+    #[schema(value_type = Vec<Scope>)]
     scopes: Vec<String>,
     rate_limit_per_day: i64,
+    /// The first characters of the key, to recognise it.
     key_prefix: String,
     #[serde(with = "serde_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     created_at: DateTime,
     created_by: String,
     is_active: bool,
     #[serde(with = "serde_rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     revoked_at: Option<DateTime>,
+    /// The key itself: only in the answer to its creation, never again.
     #[serde(skip_serializing_if = "Option::is_none")]
     plain_key: Option<String>,
 }
@@ -64,11 +90,25 @@ impl From<ApiKey> for ApiKeyView {
     }
 }
 
-#[derive(Serialize)]
-struct Items<T> {
-    items: Vec<T>,
+/// Every API key, newest first.
+#[derive(Serialize, utoipa::ToSchema)]
+struct ApiKeyList {
+    items: Vec<ApiKeyView>,
 }
 
+/// Creates an API key for a client; its `plain_key` is shown this once.
+#[utoipa::path(
+    post,
+    path = "/admin/api-keys",
+    tag = "api-keys",
+    security(("operator_jwt" = [])),
+    responses(
+        (status = 201, description = "Created; `plain_key` is in this answer only", body = ApiKeyView),
+        AuthError,
+        Errors,
+        BodyErrors,
+    )
+)]
 #[tracing::instrument(skip_all, fields(client_name = %body.client_name))]
 async fn create_api_key(
     State(state): State<AppState>,
@@ -143,10 +183,22 @@ async fn create_api_key(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
+/// Lists the API keys, without key material.
+#[utoipa::path(
+    get,
+    path = "/admin/api-keys",
+    tag = "api-keys",
+    security(("operator_jwt" = [])),
+    responses(
+        (status = 200, description = "Every API key", body = ApiKeyList),
+        AuthError,
+        Errors,
+    )
+)]
 async fn list_api_keys(
     State(state): State<AppState>,
     _operator: Operator,
-) -> ApiResult<Json<Items<ApiKeyView>>> {
+) -> ApiResult<Json<ApiKeyList>> {
     let items = state
         .db
         .api_keys
@@ -155,9 +207,23 @@ async fn list_api_keys(
         .into_iter()
         .map(ApiKeyView::from)
         .collect();
-    Ok(Json(Items { items }))
+    Ok(Json(ApiKeyList { items }))
 }
 
+/// Revokes an API key: it stops working at once.
+#[utoipa::path(
+    delete,
+    path = "/admin/api-keys/{id}",
+    tag = "api-keys",
+    params(("id" = String, Path, description = "The API key's id")),
+    security(("operator_jwt" = [])),
+    responses(
+        (status = 200, description = "Revoked; the key as it is now", body = ApiKeyView),
+        AuthError,
+        NotFoundError,
+        Errors,
+    )
+)]
 async fn revoke_api_key(
     State(state): State<AppState>,
     operator: Operator,

@@ -1,43 +1,64 @@
 //! `/admin/audit-logs`: operators review who changed what, newest first.
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::Router;
 use mongodb::bson::{Bson, DateTime};
 use serde::{Deserialize, Serialize};
 use sms_shared::db::audit_logs::{AuditFilter, AuditLog};
 use sms_shared::time::serde_rfc3339;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Operator;
 use crate::error::ApiResult;
-use crate::extract::{time_range, Json, Page, Paging, Query};
+use crate::extract::{time_range, Json, Page, Paging, Query, TimeFilter};
+use crate::openapi::{AuthError, Errors};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/admin/audit-logs", get(list_audit_logs))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_audit_logs))
 }
 
 /// Filters (exact `actor` and `action`, `at` in `[from, to)`) and paging.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AuditQuery {
+    /// Only this operator's actions.
     actor: Option<String>,
+    /// Only this action, e.g. `api_key.create`.
     action: Option<String>,
+    /// From this time on (inclusive): RFC 3339, or `YYYY-MM-DD` for midnight UTC.
+    #[param(value_type = Option<TimeFilter>, inline)]
     from: Option<String>,
+    /// Before this time (exclusive), later than `from`: RFC 3339, or `YYYY-MM-DD`.
+    #[param(value_type = Option<TimeFilter>, inline)]
     to: Option<String>,
+    /// Page size; default 50, capped at 500.
+    #[param(minimum = 1)]
     limit: Option<i64>,
+    /// Entries to skip; at most 1000000.
+    #[param(maximum = 1000000)]
     skip: Option<u64>,
 }
 
-#[derive(Serialize)]
+/// One operator write.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = AuditLog)]
 struct AuditLogView {
     id: String,
+    /// The operator's name.
     actor: String,
+    /// What was done, e.g. `template.approve`.
     action: String,
+    /// The kind of object: `api_key`, `agent`, `template`, `setting`.
     target_type: String,
     target_id: Option<String>,
     #[serde(with = "serde_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     at: DateTime,
+    /// The operator's address.
     ip: Option<String>,
+    /// What the action changed.
+    #[schema(value_type = Object)]
     details: serde_json::Value,
 }
 
@@ -61,6 +82,19 @@ fn non_empty(value: Option<String>) -> Option<String> {
     value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
+/// Lists audit log entries, newest first.
+#[utoipa::path(
+    get,
+    path = "/admin/audit-logs",
+    tag = "audit-logs",
+    params(AuditQuery),
+    security(("operator_jwt" = [])),
+    responses(
+        (status = 200, description = "A page of entries", body = Page<AuditLogView>),
+        AuthError,
+        Errors,
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn list_audit_logs(
     State(state): State<AppState>,

@@ -1,32 +1,51 @@
 //! `POST /auth/login`: operator tokens for users made by `seed-admin`.
 
 use axum::extract::State;
-use axum::routing::post;
-use axum::Router;
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Json;
+use crate::openapi::{AuthError, BodyErrors, Errors};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/auth/login", post(login))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(login))
 }
 
-#[derive(Deserialize)]
+/// An operator's credentials.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LoginRequest {
     username: String,
     password: String,
 }
 
-#[derive(Serialize)]
+/// An operator token.
+#[derive(Serialize, utoipa::ToSchema)]
 struct LoginResponse {
+    /// An HS256 JWT to send as `Authorization: Bearer <access_token>`.
     access_token: String,
+    /// Always `Bearer`.
+    #[schema(value_type = String, example = "Bearer")]
     token_type: &'static str,
+    /// Seconds until the token expires.
     expires_in: i64,
 }
 
+/// Exchanges an operator's username and password for a JWT.
+#[utoipa::path(
+    post,
+    path = "/auth/login",
+    tag = "auth",
+    responses(
+        (status = 200, description = "The credentials are right", body = LoginResponse),
+        AuthError,
+        Errors,
+        BodyErrors,
+    )
+)]
 async fn login(
     State(state): State<AppState>,
     Json(body): Json<LoginRequest>,

@@ -4,19 +4,73 @@ use std::time::Duration;
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
-use serde_json::json;
+use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::openapi::{InternalError, StaticErrors};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/health", get(get_health))
-        .route("/metrics", get(get_metrics))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_health))
+        .routes(routes!(get_metrics))
+}
+
+/// Whether the service as a whole can work.
+#[derive(Clone, Copy, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum ServiceState {
+    Ok,
+    Unavailable,
+}
+
+/// Whether one dependency answers.
+#[derive(Clone, Copy, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum DependencyState {
+    Ok,
+    Down,
+}
+
+impl DependencyState {
+    fn of(ok: bool) -> Self {
+        if ok {
+            DependencyState::Ok
+        } else {
+            DependencyState::Down
+        }
+    }
+}
+
+/// The state of the service's dependencies.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"status": "ok", "mongo": "ok", "amqp": "ok"}))]
+struct Health {
+    status: ServiceState,
+    mongo: DependencyState,
+    amqp: DependencyState,
+    /// Only when unavailable: what is down.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+    /// Only when unavailable: `SERVICE_UNAVAILABLE`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
+    code: Option<&'static str>,
 }
 
 /// 200 when MongoDB answers a ping and RabbitMQ accepts a connection; 503 naming what is down.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "health",
+    responses(
+        (status = 200, description = "Every dependency is up", body = Health),
+        (status = 503, description = "A dependency is down; the body names it", body = Health,
+            example = json!({"status": "unavailable", "mongo": "ok", "amqp": "down", "detail": "amqp unavailable", "code": "SERVICE_UNAVAILABLE"})),
+        InternalError,
+    )
+)]
 async fn get_health(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
     let limit = Duration::from_secs(3);
     let (mongo, amqp) = tokio::join!(
@@ -25,9 +79,15 @@ async fn get_health(axum::extract::State(state): axum::extract::State<AppState>)
     );
     let mongo_ok = matches!(mongo, Ok(Ok(())));
     let amqp_ok = matches!(amqp, Ok(Ok(())));
-    let word = |ok: bool| if ok { "ok" } else { "down" };
     if mongo_ok && amqp_ok {
-        return axum::Json(json!({"status": "ok", "mongo": "ok", "amqp": "ok"})).into_response();
+        return axum::Json(Health {
+            status: ServiceState::Ok,
+            mongo: DependencyState::Ok,
+            amqp: DependencyState::Ok,
+            detail: None,
+            code: None,
+        })
+        .into_response();
     }
     let down: Vec<&str> = [("mongo", mongo_ok), ("amqp", amqp_ok)]
         .into_iter()
@@ -37,17 +97,27 @@ async fn get_health(axum::extract::State(state): axum::extract::State<AppState>)
     tracing::warn!(down = ?down, "health check failed");
     (
         StatusCode::SERVICE_UNAVAILABLE,
-        axum::Json(json!({
-            "status": "unavailable",
-            "mongo": word(mongo_ok),
-            "amqp": word(amqp_ok),
-            "detail": format!("{} unavailable", down.join(" and ")),
-            "code": "SERVICE_UNAVAILABLE",
-        })),
+        axum::Json(Health {
+            status: ServiceState::Unavailable,
+            mongo: DependencyState::of(mongo_ok),
+            amqp: DependencyState::of(amqp_ok),
+            detail: Some(format!("{} unavailable", down.join(" and "))),
+            code: Some("SERVICE_UNAVAILABLE"),
+        }),
     )
         .into_response()
 }
 
+/// The Prometheus text exposition of the API's metrics.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
+        StaticErrors,
+    )
+)]
 async fn get_metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
     (
         [(

@@ -2,17 +2,18 @@
 //! of them (`POST /agent/messages/report`).
 
 use axum::extract::State;
-use axum::routing::{get, post};
-use axum::Router;
 use mongodb::bson::{oid::ObjectId, DateTime};
 use serde::{Deserialize, Serialize};
 use sms_shared::db::messages::{Message, ReportOutcome};
 use sms_shared::domain::status::Status;
 use sms_shared::time::{self, serde_rfc3339};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::AgentAuth;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Query};
+use crate::openapi::{AuthError, BodyErrors, Errors};
 use crate::state::AppState;
 
 /// Jobs per poll unless the agent asks otherwise, and the most it may ask for.
@@ -23,30 +24,43 @@ const MAX_REPORTS: usize = 500;
 /// When to poll again after an empty answer that the pacing did not cause.
 const IDLE_RETRY_SECONDS: i64 = 5;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/agent/jobs/next", get(lease_jobs))
-        .route("/agent/messages/report", post(report_messages))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(lease_jobs))
+        .routes(routes!(report_messages))
 }
 
-#[derive(Deserialize)]
+/// How many jobs to lease.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct JobsQuery {
+    /// At most this many jobs; default 10, capped at 100.
+    #[param(minimum = 1)]
     limit: Option<i64>,
 }
 
-#[derive(Serialize)]
+/// A message leased to the agent to send.
+#[derive(Serialize, utoipa::ToSchema)]
 struct Job {
     message_id: String,
+    /// The same as `message_id`.
     id: String,
     request_id: String,
+    /// E.164.
     to: String,
     text: String,
+    /// Identifies this lease; send it back with the report.
     lease_id: String,
+    /// Until when the job is the agent's; an `ASSIGNED` job whose lease ran out can be leased again.
     #[serde(with = "serde_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     lease_expires_at: DateTime,
     priority_weight: i32,
+    /// How often it was leased, this lease included.
     attempts: i32,
+    /// SMS parts the text needs.
     segments: i32,
+    /// `GSM-7` or `UCS-2`.
     encoding: String,
 }
 
@@ -68,13 +82,28 @@ impl Job {
     }
 }
 
-#[derive(Serialize)]
+/// The jobs of one poll.
+#[derive(Serialize, utoipa::ToSchema)]
 struct JobsResponse {
     jobs: Vec<Job>,
     /// Set when `jobs` is empty: seconds until the next poll is worth making.
     retry_after_seconds: Option<i64>,
 }
 
+/// Leases the agent's next jobs: highest `priority_weight` first, then oldest, paced by
+/// `AGENT_RATE_LIMIT_PER_MIN`.
+#[utoipa::path(
+    get,
+    path = "/agent/jobs/next",
+    tag = "jobs",
+    params(JobsQuery),
+    security(("agent_token" = [])),
+    responses(
+        (status = 200, description = "The leased jobs; when none, `retry_after_seconds` says when to poll again", body = JobsResponse),
+        AuthError,
+        Errors,
+    )
+)]
 #[tracing::instrument(skip_all, fields(agent_id = %agent.id))]
 async fn lease_jobs(
     State(state): State<AppState>,
@@ -149,36 +178,63 @@ async fn lease_jobs(
     }))
 }
 
-#[derive(Deserialize)]
+/// What became of the agent's messages, applied in order.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ReportBatch {
+    /// 1 to 500 reports.
+    #[schema(min_items = 1, max_items = 500)]
     messages: Vec<ReportItem>,
 }
 
-#[derive(Deserialize)]
+/// One message's new status.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ReportItem {
     message_id: String,
+    /// The status reached; another value gets `INVALID_STATUS` in its result.
+    #[schema(value_type = Status)]
     status: String,
+    /// Why it failed (kept with `FAILED`, up to 500 characters).
     error: Option<String>,
+    /// The lease the report is about; when given, it must be the message's current lease.
     lease_id: Option<String>,
 }
 
-#[derive(Serialize)]
+/// The outcome of one report.
+#[derive(Serialize, utoipa::ToSchema)]
 struct ReportResult {
     message_id: String,
+    /// Whether the message now has the reported status.
     ok: bool,
     /// The message's status after the report; `null` when it is not the agent's to know.
     status: Option<Status>,
+    /// Why not: `INVALID_STATUS`, `NOT_FOUND`, `INVALID_TRANSITION` or `STALE_LEASE`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
     error: Option<&'static str>,
 }
 
-#[derive(Serialize)]
+/// One result per report, in order.
+#[derive(Serialize, utoipa::ToSchema)]
 struct ReportResponse {
     results: Vec<ReportResult>,
 }
 
+/// Reports what became of leased messages. Each report gets its own result; only the batch's
+/// shape can fail the whole call.
+#[utoipa::path(
+    post,
+    path = "/agent/messages/report",
+    tag = "jobs",
+    security(("agent_token" = [])),
+    responses(
+        (status = 200, description = "One result per report", body = ReportResponse),
+        AuthError,
+        Errors,
+        BodyErrors,
+    )
+)]
 #[tracing::instrument(skip_all, fields(agent_id = %agent.id, items = body.messages.len()))]
 async fn report_messages(
     State(state): State<AppState>,

@@ -1,22 +1,26 @@
-//! One module per resource; each exports `router()`.
+//! One module per resource; each exports `router()`, whose routes carry their OpenAPI
+//! operations.
 
-use axum::Router;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
+use crate::openapi::ApiDoc;
 use crate::state::AppState;
 
 pub mod agents;
 pub mod api_keys;
 pub mod audit_logs;
 pub mod auth;
+pub mod docs;
 pub mod health;
 pub mod jobs;
 pub mod reports;
 pub mod requests;
 pub mod templates;
 
-/// Every route of the API, unprefixed.
-pub fn router() -> Router<AppState> {
-    Router::new()
+/// Every route of the API, unprefixed, with the OpenAPI document describing them.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())
         .merge(auth::router())
         .merge(api_keys::router())
@@ -26,4 +30,5 @@ pub fn router() -> Router<AppState> {
         .merge(audit_logs::router())
         .merge(templates::router())
         .merge(requests::router())
+        .merge(docs::router())
 }

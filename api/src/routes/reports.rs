@@ -4,8 +4,6 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use futures::{Stream, TryStreamExt};
 use mongodb::bson::oid::ObjectId;
 use mongodb::Cursor;
@@ -14,10 +12,13 @@ use sms_shared::db::messages::MessageFilter;
 use sms_shared::db::reports::{ApiKeyCounts, Counts, ExportRow, StatusCounts, EXPORT_BATCH};
 use sms_shared::domain::status::Status;
 use sms_shared::time::{self, serde_rfc3339};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Operator;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{id_param, time_range, Json, Query};
+use crate::extract::{id_param, time_range, Json, Query, StatusFilter, TimeFilter};
+use crate::openapi::{AuthError, Errors};
 use crate::state::AppState;
 
 /// The CSV export's columns, in order.
@@ -35,28 +36,42 @@ pub const EXPORT_HEADER: [&str; 11] = [
     "last_error",
 ];
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/reports/summary", get(get_summary))
-        .route("/reports/export.csv", get(export_csv))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_summary))
+        .routes(routes!(export_csv))
 }
 
 /// Filters of both reports; messages are selected by `created_at` in `[from, to)`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ReportQuery {
+    /// Messages created from this time on (inclusive): RFC 3339, or `YYYY-MM-DD` for midnight UTC.
+    #[param(value_type = Option<TimeFilter>, inline)]
     from: Option<String>,
+    /// Messages created before this time (exclusive), later than `from`: RFC 3339, or `YYYY-MM-DD`.
+    #[param(value_type = Option<TimeFilter>, inline)]
     to: Option<String>,
+    /// Only this agent's messages.
+    #[param(pattern = "^([0-9a-fA-F]{24})?$")]
     agent_id: Option<String>,
+    /// Only this API key's messages.
+    #[param(pattern = "^([0-9a-fA-F]{24})?$")]
     api_key_id: Option<String>,
+    /// Only messages in this status (case-insensitive).
+    #[param(value_type = Option<StatusFilter>, inline)]
     status: Option<String>,
 }
 
 /// The filters in force, echoed back with the summary.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = ReportFilters)]
 struct Filters {
     #[serde(with = "serde_rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     from: Option<mongodb::bson::DateTime>,
     #[serde(with = "serde_rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     to: Option<mongodb::bson::DateTime>,
     agent_id: Option<String>,
     api_key_id: Option<String>,
@@ -95,7 +110,9 @@ impl ReportQuery {
     }
 }
 
-#[derive(Serialize)]
+/// Message traffic by status, by UTC day, by agent and by API key.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ReportSummary)]
 struct SummaryView {
     filters: Filters,
     total: i64,
@@ -106,15 +123,21 @@ struct SummaryView {
     segments: i64,
 }
 
-#[derive(Serialize)]
+/// Messages created on one UTC day.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ReportDay)]
 struct DayView {
+    /// `YYYY-MM-DD`.
+    #[schema(format = Date)]
     day: String,
     total: i64,
     by_status: StatusCounts,
     segments: i64,
 }
 
-#[derive(Serialize)]
+/// Messages of one agent.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ReportAgent)]
 struct AgentView {
     agent_id: String,
     total: i64,
@@ -122,7 +145,9 @@ struct AgentView {
     segments: i64,
 }
 
-#[derive(Serialize)]
+/// Messages of one API key.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ReportApiKey)]
 struct ApiKeyView {
     /// `null` for messages sent by operators.
     api_key_id: Option<String>,
@@ -166,6 +191,19 @@ impl From<ApiKeyCounts> for ApiKeyView {
     }
 }
 
+/// Totals of the matching messages by status, by day, by agent and by API key.
+#[utoipa::path(
+    get,
+    path = "/reports/summary",
+    tag = "reports",
+    params(ReportQuery),
+    security(("operator_jwt" = [])),
+    responses(
+        (status = 200, description = "The summary", body = SummaryView),
+        AuthError,
+        Errors,
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn get_summary(
     State(state): State<AppState>,
@@ -192,6 +230,21 @@ async fn get_summary(
 /// Streams the matching messages as CSV, oldest first. The query runs before the response
 /// starts, so a database failure is still a JSON error; rows then flow straight from the
 /// cursor, one chunk per batch, so memory stays flat however large the export.
+#[utoipa::path(
+    get,
+    path = "/reports/export.csv",
+    tag = "reports",
+    params(ReportQuery),
+    security(("operator_jwt" = [])),
+    responses(
+        (status = 200, description = "RFC 4180 CSV, oldest message first, with a header row: \
+message_id, request_id, client_name, agent_id, to, status, segments, created_at, sent_at, \
+delivered_at, last_error", content_type = "text/csv", body = String,
+            headers(("Content-Disposition" = String, description = "`attachment; filename=\"sms-export.csv\"`"))),
+        AuthError,
+        Errors,
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn export_csv(
     State(state): State<AppState>,

@@ -5,8 +5,6 @@ use std::collections::{BTreeMap, HashMap};
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::Router;
 use mongodb::bson::{oid::ObjectId, DateTime};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -17,46 +15,65 @@ use sms_shared::db::usage::seconds_until_tomorrow;
 use sms_shared::domain::status::Status;
 use sms_shared::domain::{phone, segments, template};
 use sms_shared::time::{self, serde_rfc3339};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, FieldErrors};
-use crate::extract::{id_param, object_id, time_param, Json, Page, Paging, Query};
+use crate::extract::{
+    id_param, object_id, time_param, Json, Page, Paging, Query, StatusFilter, TimeFilter,
+};
+use crate::openapi::{AuthError, BodyErrors, Errors, NotFoundError, QuotaError, ScopeError};
 use crate::outbox;
 use crate::state::AppState;
 
 /// Priority of a request that names none and whose template has none.
 const DEFAULT_PRIORITY: i32 = 50;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/requests", post(create_request))
-        .route("/requests/{id}", get(get_request))
-        .route("/messages", get(list_request_messages))
-        .route("/messages/all", get(list_messages))
-        .route("/messages/{id}", get(get_message))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_request))
+        .routes(routes!(get_request))
+        .routes(routes!(list_request_messages))
+        .routes(routes!(list_messages))
+        .routes(routes!(get_message))
 }
 
-#[derive(Deserialize)]
+/// A send request: one approved template, one agent, up to `MAX_RECIPIENTS_PER_REQUEST`
+/// recipients.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateRequest {
+    /// An approved template's id.
     template_id: String,
+    /// The id of the (active) agent that sends the messages.
     agent_id: String,
+    #[schema(min_items = 1)]
     messages: Vec<Recipient>,
+    /// 0-100; the template's, else 50, when absent.
+    #[schema(minimum = 0, maximum = 100)]
     priority_weight: Option<i64>,
 }
 
-#[derive(Deserialize)]
+/// One message of a request.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Recipient {
+    /// E.164 (`+84901234567`), or a national number that gets `DEFAULT_COUNTRY_PREFIX`.
     to: String,
+    /// Values of the template's placeholders (strings, numbers or booleans); every one must be given.
     #[serde(default)]
     variables: HashMap<String, Value>,
 }
 
-#[derive(Serialize)]
+/// The request was stored; its messages go out in the background.
+#[derive(Serialize, utoipa::ToSchema)]
 struct Accepted {
     request_id: String,
+    /// The number of messages.
     total: usize,
+    /// Always `ACCEPTED`.
+    #[schema(value_type = String, example = "ACCEPTED")]
     status: &'static str,
 }
 
@@ -74,6 +91,22 @@ fn variable_text(v: &Value) -> Option<String> {
     }
 }
 
+/// Sends a templated message to each recipient. Invalid input rejects the whole request, with
+/// `errors` per item (`messages[3].to`); nothing is stored then.
+#[utoipa::path(
+    post,
+    path = "/requests",
+    tag = "requests",
+    security(("api_key" = []), ("operator_jwt" = [])),
+    responses(
+        (status = 202, description = "Accepted: stored, sending in the background", body = Accepted),
+        AuthError,
+        ScopeError,
+        QuotaError,
+        Errors,
+        BodyErrors,
+    )
+)]
 #[tracing::instrument(skip_all, fields(recipients = body.messages.len()))]
 async fn create_request(
     State(state): State<AppState>,
@@ -102,7 +135,10 @@ async fn create_request(
         Some(a) if !a.is_active => push(&mut errors, "agent_id", "agent is disabled"),
         Some(_) => {}
     }
-    if body.priority_weight.is_some_and(|w| !(0..=100).contains(&w)) {
+    if body
+        .priority_weight
+        .is_some_and(|w| !(0..=100).contains(&w))
+    {
         push(&mut errors, "priority_weight", "must be between 0 and 100");
     }
     let n = body.messages.len();
@@ -112,10 +148,14 @@ async fn create_request(
         push(
             &mut errors,
             "messages",
-            format!("at most {} messages per request", rules.max_recipients_per_request),
+            format!(
+                "at most {} messages per request",
+                rules.max_recipients_per_request
+            ),
         );
     }
-    if !errors.is_empty() && (n == 0 || n > rules.max_recipients_per_request) || template.is_none() {
+    if !errors.is_empty() && (n == 0 || n > rules.max_recipients_per_request) || template.is_none()
+    {
         return Err(rejected(errors));
     }
     let template = template.expect("checked above");
@@ -123,7 +163,11 @@ async fn create_request(
     // Render every message; any invalid item rejects the whole request.
     let mut rendered = Vec::with_capacity(n);
     for (i, item) in body.messages.iter().enumerate() {
-        let to = match phone::normalize(&item.to, &rules.default_country_prefix, rules.block_international) {
+        let to = match phone::normalize(
+            &item.to,
+            &rules.default_country_prefix,
+            rules.block_international,
+        ) {
             Ok(to) => Some(to),
             Err(e) => {
                 push(&mut errors, format!("messages[{i}].to"), e.to_string());
@@ -148,7 +192,10 @@ async fn create_request(
                 push(
                     &mut errors,
                     format!("messages[{i}].text"),
-                    format!("rendered text is longer than {} characters", rules.max_text_length),
+                    format!(
+                        "rendered text is longer than {} characters",
+                        rules.max_text_length
+                    ),
                 );
                 None
             }
@@ -181,7 +228,12 @@ async fn create_request(
                 .reserve(client.key_id, n as i64, client.rate_limit_per_day, now)
                 .await?;
             if !ok {
-                let used = state.db.usage.used_today(client.key_id, now).await.unwrap_or(0);
+                let used = state
+                    .db
+                    .usage
+                    .used_today(client.key_id, now)
+                    .await
+                    .unwrap_or(0);
                 return Err(ApiError::QuotaExceeded {
                     retry_after: seconds_until_tomorrow(now),
                     detail: format!(
@@ -303,21 +355,47 @@ async fn store(state: &AppState, request: &SmsRequest, messages: &[Message]) -> 
     Ok(())
 }
 
-#[derive(Serialize)]
+/// A send request and how far its messages got.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = SmsRequest)]
 struct RequestView {
     request_id: String,
+    /// The same as `request_id`.
     id: String,
+    /// The number of messages.
     total: i64,
+    /// How many of its messages are in each status; every status is present.
+    #[schema(value_type = sms_shared::db::reports::StatusCounts)]
     status_counts: BTreeMap<String, i64>,
     template_id: String,
     agent_id: String,
     client_name: String,
     priority_weight: i32,
     #[serde(with = "serde_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     created_at: DateTime,
 }
 
-async fn get_request(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<RequestView>> {
+/// A send request with its messages counted by status. API keys see only their own.
+#[utoipa::path(
+    get,
+    path = "/requests/{id}",
+    tag = "requests",
+    params(("id" = String, Path, description = "The request's id")),
+    security(("api_key" = []), ("operator_jwt" = [])),
+    responses(
+        (status = 200, description = "The request", body = RequestView),
+        AuthError,
+        ScopeError,
+        NotFoundError,
+        Errors,
+    )
+)]
+async fn get_request(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RequestView>> {
     caller.require(SCOPE_READ)?;
     let id = object_id(&id)?;
     let request = state
@@ -326,7 +404,10 @@ async fn get_request(State(state): State<AppState>, caller: Caller, Path(id): Pa
         .find_for(id, caller.tenant())
         .await?
         .ok_or(ApiError::NotFound)?;
-    let mut status_counts: BTreeMap<String, i64> = Status::ALL.iter().map(|s| (s.as_str().to_owned(), 0)).collect();
+    let mut status_counts: BTreeMap<String, i64> = Status::ALL
+        .iter()
+        .map(|s| (s.as_str().to_owned(), 0))
+        .collect();
     for (status, n) in state.db.messages.status_counts(id).await? {
         status_counts.insert(status, n);
     }
@@ -344,30 +425,42 @@ async fn get_request(State(state): State<AppState>, caller: Caller, Path(id): Pa
 }
 
 /// A message as clients and operators see it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Message)]
 pub struct MessageView {
     message_id: String,
+    /// The same as `message_id`.
     id: String,
     request_id: String,
     agent_id: String,
     client_name: String,
+    /// E.164.
     to: String,
     text: String,
     status: Status,
     priority_weight: i32,
     #[serde(with = "serde_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     created_at: DateTime,
     #[serde(with = "serde_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     updated_at: DateTime,
     #[serde(with = "serde_rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     sent_at: Option<DateTime>,
     #[serde(with = "serde_rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     delivered_at: Option<DateTime>,
     #[serde(with = "serde_rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     failed_at: Option<DateTime>,
+    /// Why it failed or was canceled, e.g. `DUPLICATE_RECENT`.
     last_error: Option<String>,
+    /// How often it was leased.
     attempts: i32,
+    /// SMS parts the text needs.
     segments: i32,
+    /// `GSM-7` or `UCS-2`.
     encoding: String,
 }
 
@@ -396,21 +489,48 @@ impl From<Message> for MessageView {
     }
 }
 
-#[derive(Deserialize)]
+/// The request whose messages to list, and paging. No other parameter is accepted.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct RequestMessagesQuery {
+    /// The request's id.
+    #[param(value_type = String)]
     request_id: Option<String>,
+    /// Page size; default 50, capped at 500.
+    #[param(minimum = 1)]
     limit: Option<i64>,
+    /// Messages to skip; at most 1000000.
+    #[param(maximum = 1000000)]
     skip: Option<u64>,
 }
 
+/// The messages of one request, oldest first. API keys see only their own requests.
+#[utoipa::path(
+    get,
+    path = "/messages",
+    tag = "requests",
+    params(RequestMessagesQuery),
+    security(("api_key" = []), ("operator_jwt" = [])),
+    responses(
+        (status = 200, description = "A page of the request's messages", body = Page<MessageView>),
+        AuthError,
+        ScopeError,
+        NotFoundError,
+        Errors,
+    )
+)]
 async fn list_request_messages(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<RequestMessagesQuery>,
 ) -> ApiResult<Json<Page<MessageView>>> {
     caller.require(SCOPE_READ)?;
-    let (limit, skip) = Paging { limit: q.limit, skip: q.skip }.resolve()?;
+    let (limit, skip) = Paging {
+        limit: q.limit,
+        skip: q.skip,
+    }
+    .resolve()?;
     let raw = q
         .request_id
         .ok_or_else(|| ApiError::validation("request_id", "is required"))?;
@@ -430,25 +550,58 @@ async fn list_request_messages(
     page(&state, &filter, limit, skip).await
 }
 
-#[derive(Deserialize)]
+/// Filters and paging of the message list. No other parameter is accepted.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct AllMessagesQuery {
+    /// Only messages in this status (case-insensitive).
+    #[param(value_type = Option<StatusFilter>, inline)]
     status: Option<String>,
+    /// Only this agent's messages.
+    #[param(pattern = "^([0-9a-fA-F]{24})?$")]
     agent_id: Option<String>,
+    /// Only messages to this number (normalised like a recipient).
     to: Option<String>,
+    /// Created from this time on (inclusive): RFC 3339, or `YYYY-MM-DD` for midnight UTC.
+    #[param(value_type = Option<TimeFilter>, inline)]
     from: Option<String>,
+    /// Created before this time (exclusive): RFC 3339, or `YYYY-MM-DD`.
+    #[param(value_type = Option<TimeFilter>, inline)]
     until: Option<String>,
+    /// Page size; default 50, capped at 500.
+    #[param(minimum = 1)]
     limit: Option<i64>,
+    /// Messages to skip; at most 1000000.
+    #[param(maximum = 1000000)]
     skip: Option<u64>,
 }
 
+/// Messages across requests, newest first: an API key's own, or every one for operators.
+#[utoipa::path(
+    get,
+    path = "/messages/all",
+    tag = "requests",
+    params(AllMessagesQuery),
+    security(("api_key" = []), ("operator_jwt" = [])),
+    responses(
+        (status = 200, description = "A page of messages", body = Page<MessageView>),
+        AuthError,
+        ScopeError,
+        Errors,
+    )
+)]
 async fn list_messages(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<AllMessagesQuery>,
 ) -> ApiResult<Json<Page<MessageView>>> {
     caller.require(SCOPE_READ)?;
-    let (limit, skip) = Paging { limit: q.limit, skip: q.skip }.resolve()?;
+    let (limit, skip) = Paging {
+        limit: q.limit,
+        skip: q.skip,
+    }
+    .resolve()?;
     let status = match q.status.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => Some(
@@ -479,7 +632,12 @@ async fn list_messages(
     page(&state, &filter, limit, skip).await
 }
 
-async fn page(state: &AppState, filter: &MessageFilter, limit: i64, skip: u64) -> ApiResult<Json<Page<MessageView>>> {
+async fn page(
+    state: &AppState,
+    filter: &MessageFilter,
+    limit: i64,
+    skip: u64,
+) -> ApiResult<Json<Page<MessageView>>> {
     let (items, total) = state.db.messages.list(filter, limit, skip).await?;
     Ok(Json(Page {
         items: items.into_iter().map(MessageView::from).collect(),
@@ -489,7 +647,26 @@ async fn page(state: &AppState, filter: &MessageFilter, limit: i64, skip: u64) -
     }))
 }
 
-async fn get_message(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<MessageView>> {
+/// One message. API keys see only their own.
+#[utoipa::path(
+    get,
+    path = "/messages/{id}",
+    tag = "requests",
+    params(("id" = String, Path, description = "The message's id")),
+    security(("api_key" = []), ("operator_jwt" = [])),
+    responses(
+        (status = 200, description = "The message", body = MessageView),
+        AuthError,
+        ScopeError,
+        NotFoundError,
+        Errors,
+    )
+)]
+async fn get_message(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<MessageView>> {
     caller.require(SCOPE_READ)?;
     let id = object_id(&id)?;
     let m = state

@@ -3,43 +3,63 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::Router;
 use mongodb::bson::{doc, oid::ObjectId, DateTime};
 use serde::{Deserialize, Serialize};
 use sms_shared::db::templates::{Template, TemplateChanges, TemplateWriteError};
 use sms_shared::domain::template;
 use sms_shared::time::serde_rfc3339;
+use utoipa::openapi::{RefOr, Schema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Operator;
 use crate::error::{ApiError, ApiResult, FieldErrors};
 use crate::extract::{object_id, Json};
+use crate::openapi::{AuthError, BodyErrors, ConflictError, Errors, NotFoundError};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/templates", get(list_templates).post(create_template))
-        .route(
-            "/templates/{id}",
-            get(get_template).put(update_template).delete(delete_template),
-        )
-        .route("/templates/{id}/approve", post(approve_template))
+pub fn router() -> OpenApiRouter<AppState> {
+    let mut router = OpenApiRouter::new()
+        .routes(routes!(list_templates, create_template))
+        .routes(routes!(get_template, update_template, delete_template))
+        .routes(routes!(approve_template));
+    // An update must change something. Set by hand: utoipa 5 renders `min_properties` as
+    // `maxProperties`.
+    let update = router
+        .get_openapi_mut()
+        .components
+        .as_mut()
+        .and_then(|c| c.schemas.get_mut("UpdateTemplate"));
+    if let Some(RefOr::T(Schema::Object(schema))) = update {
+        schema.min_properties = Some(1);
+    }
+    router
 }
 
-#[derive(Serialize)]
+/// A message template.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Template)]
 pub struct TemplateView {
     id: String,
+    /// Unique.
     name: String,
+    /// The text with `{NAME}` placeholders.
     content: String,
+    /// The placeholders' names, in order of first use.
     variables: Vec<String>,
+    /// Only approved templates can be sent with; editing withdraws the approval.
     is_approved: bool,
     approved_by: Option<String>,
     #[serde(with = "serde_rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     approved_at: Option<DateTime>,
+    /// The priority of requests that name none (0-100).
     priority_weight: Option<i32>,
     #[serde(with = "serde_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     created_at: DateTime,
     #[serde(with = "serde_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     updated_at: DateTime,
     created_by: String,
 }
@@ -62,36 +82,53 @@ impl From<Template> for TemplateView {
     }
 }
 
-#[derive(Serialize)]
-struct Items<T> {
-    items: Vec<T>,
+/// Every template, newest first.
+#[derive(Serialize, utoipa::ToSchema)]
+struct TemplateList {
+    items: Vec<TemplateView>,
 }
 
-#[derive(Deserialize)]
+/// A new template.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateTemplate {
+    /// 1 to 100 characters (after trimming), unique.
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
     name: String,
+    /// The text with `{NAME}` placeholders; not blank, at most `MAX_TEXT_LENGTH` characters.
+    #[schema(min_length = 1, pattern = r"\S")]
     content: String,
+    #[schema(minimum = 0, maximum = 100)]
     priority_weight: Option<i32>,
 }
 
-#[derive(Deserialize)]
+/// Changes to a template: at least one field.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateTemplate {
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
     name: Option<String>,
+    #[schema(min_length = 1, pattern = r"\S")]
     content: Option<String>,
+    #[schema(minimum = 0, maximum = 100)]
     priority_weight: Option<i32>,
 }
 
 fn check_name(name: &str, errors: &mut FieldErrors) {
     if name.is_empty() || name.chars().count() > 100 {
-        errors.entry("name".into()).or_default().push("must be 1 to 100 characters".into());
+        errors
+            .entry("name".into())
+            .or_default()
+            .push("must be 1 to 100 characters".into());
     }
 }
 
 fn check_content(content: &str, max: usize, errors: &mut FieldErrors) {
     if content.trim().is_empty() {
-        errors.entry("content".into()).or_default().push("must not be empty".into());
+        errors
+            .entry("content".into())
+            .or_default()
+            .push("must not be empty".into());
     } else if content.chars().count() > max {
         errors
             .entry("content".into())
@@ -122,11 +159,28 @@ fn invalid(errors: FieldErrors) -> ApiResult<()> {
 
 fn write_error(e: TemplateWriteError) -> ApiError {
     match e {
-        TemplateWriteError::NameTaken => ApiError::Conflict("TEMPLATE_NAME_TAKEN", "a template with this name already exists".into()),
+        TemplateWriteError::NameTaken => ApiError::Conflict(
+            "TEMPLATE_NAME_TAKEN",
+            "a template with this name already exists".into(),
+        ),
         TemplateWriteError::Db(e) => e.into(),
     }
 }
 
+/// Creates a template, not yet approved.
+#[utoipa::path(
+    post,
+    path = "/templates",
+    tag = "templates",
+    security(("operator_jwt" = [])),
+    responses(
+        (status = 201, description = "Created", body = TemplateView),
+        AuthError,
+        ConflictError,
+        Errors,
+        BodyErrors,
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn create_template(
     State(state): State<AppState>,
@@ -136,7 +190,11 @@ async fn create_template(
     let name = body.name.trim().to_owned();
     let mut errors = FieldErrors::new();
     check_name(&name, &mut errors);
-    check_content(&body.content, state.config.rules.max_text_length, &mut errors);
+    check_content(
+        &body.content,
+        state.config.rules.max_text_length,
+        &mut errors,
+    );
     check_weight(body.priority_weight, &mut errors);
     invalid(errors)?;
     let now = DateTime::now();
@@ -155,21 +213,88 @@ async fn create_template(
     };
     state.db.templates.insert(&t).await.map_err(write_error)?;
     operator
-        .audit(&state, "template.create", "template", Some(t.id.to_hex()), doc! {"name": &t.name})
+        .audit(
+            &state,
+            "template.create",
+            "template",
+            Some(t.id.to_hex()),
+            doc! {"name": &t.name},
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(t.into())))
 }
 
-async fn list_templates(State(state): State<AppState>, _op: Operator) -> ApiResult<Json<Items<TemplateView>>> {
-    let items = state.db.templates.list().await?.into_iter().map(TemplateView::from).collect();
-    Ok(Json(Items { items }))
+/// Lists the templates.
+#[utoipa::path(
+    get,
+    path = "/templates",
+    tag = "templates",
+    security(("operator_jwt" = [])),
+    responses(
+        (status = 200, description = "Every template", body = TemplateList),
+        AuthError,
+        Errors,
+    )
+)]
+async fn list_templates(
+    State(state): State<AppState>,
+    _op: Operator,
+) -> ApiResult<Json<TemplateList>> {
+    let items = state
+        .db
+        .templates
+        .list()
+        .await?
+        .into_iter()
+        .map(TemplateView::from)
+        .collect();
+    Ok(Json(TemplateList { items }))
 }
 
-async fn get_template(State(state): State<AppState>, _op: Operator, Path(id): Path<String>) -> ApiResult<Json<TemplateView>> {
-    let t = state.db.templates.find(object_id(&id)?).await?.ok_or(ApiError::NotFound)?;
+/// One template.
+#[utoipa::path(
+    get,
+    path = "/templates/{id}",
+    tag = "templates",
+    params(("id" = String, Path, description = "The template's id")),
+    security(("operator_jwt" = [])),
+    responses(
+        (status = 200, description = "The template", body = TemplateView),
+        AuthError,
+        NotFoundError,
+        Errors,
+    )
+)]
+async fn get_template(
+    State(state): State<AppState>,
+    _op: Operator,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TemplateView>> {
+    let t = state
+        .db
+        .templates
+        .find(object_id(&id)?)
+        .await?
+        .ok_or(ApiError::NotFound)?;
     Ok(Json(t.into()))
 }
 
+/// Changes a template; changing an approved one withdraws its approval.
+#[utoipa::path(
+    put,
+    path = "/templates/{id}",
+    tag = "templates",
+    params(("id" = String, Path, description = "The template's id")),
+    security(("operator_jwt" = [])),
+    responses(
+        (status = 200, description = "The template as it is now", body = TemplateView),
+        AuthError,
+        NotFoundError,
+        ConflictError,
+        Errors,
+        BodyErrors,
+    )
+)]
 #[tracing::instrument(skip_all, fields(template_id = %id))]
 async fn update_template(
     State(state): State<AppState>,
@@ -210,14 +335,44 @@ async fn update_template(
         .map_err(write_error)?
         .ok_or(ApiError::NotFound)?;
     operator
-        .audit(&state, "template.update", "template", Some(id.to_hex()), doc! {"name": &t.name})
+        .audit(
+            &state,
+            "template.update",
+            "template",
+            Some(id.to_hex()),
+            doc! {"name": &t.name},
+        )
         .await?;
     Ok(Json(t.into()))
 }
 
-async fn delete_template(State(state): State<AppState>, operator: Operator, Path(id): Path<String>) -> ApiResult<StatusCode> {
+/// Deletes a template no request was sent with.
+#[utoipa::path(
+    delete,
+    path = "/templates/{id}",
+    tag = "templates",
+    params(("id" = String, Path, description = "The template's id")),
+    security(("operator_jwt" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        AuthError,
+        NotFoundError,
+        ConflictError,
+        Errors,
+    )
+)]
+async fn delete_template(
+    State(state): State<AppState>,
+    operator: Operator,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     let id = object_id(&id)?;
-    let t = state.db.templates.find(id).await?.ok_or(ApiError::NotFound)?;
+    let t = state
+        .db
+        .templates
+        .find(id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
     if state.db.requests.references_template(id).await? {
         return Err(ApiError::Conflict(
             "TEMPLATE_IN_USE",
@@ -228,20 +383,51 @@ async fn delete_template(State(state): State<AppState>, operator: Operator, Path
         return Err(ApiError::NotFound);
     }
     operator
-        .audit(&state, "template.delete", "template", Some(id.to_hex()), doc! {"name": &t.name})
+        .audit(
+            &state,
+            "template.delete",
+            "template",
+            Some(id.to_hex()),
+            doc! {"name": &t.name},
+        )
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Approves a template for sending.
+#[utoipa::path(
+    post,
+    path = "/templates/{id}/approve",
+    tag = "templates",
+    params(("id" = String, Path, description = "The template's id")),
+    security(("operator_jwt" = [])),
+    responses(
+        (status = 200, description = "The approved template", body = TemplateView),
+        AuthError,
+        NotFoundError,
+        Errors,
+    )
+)]
 async fn approve_template(
     State(state): State<AppState>,
     operator: Operator,
     Path(id): Path<String>,
 ) -> ApiResult<Json<TemplateView>> {
     let id = object_id(&id)?;
-    let t = state.db.templates.approve(id, &operator.name).await?.ok_or(ApiError::NotFound)?;
+    let t = state
+        .db
+        .templates
+        .approve(id, &operator.name)
+        .await?
+        .ok_or(ApiError::NotFound)?;
     operator
-        .audit(&state, "template.approve", "template", Some(id.to_hex()), doc! {"name": &t.name})
+        .audit(
+            &state,
+            "template.approve",
+            "template",
+            Some(id.to_hex()),
+            doc! {"name": &t.name},
+        )
         .await?;
     Ok(Json(t.into()))
 }

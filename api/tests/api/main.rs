@@ -7,6 +7,7 @@ mod auth;
 mod deploy;
 mod health;
 mod helpers;
+mod openapi;
 mod jobs;
 mod reports;
 mod requests;

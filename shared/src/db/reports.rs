@@ -47,6 +47,33 @@ impl Serialize for StatusCounts {
     }
 }
 
+/// The schema of the map [`StatusCounts`] serialises to: every status, as a required count.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for StatusCounts {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        let mut object = ObjectBuilder::new().description(Some(
+            "How many messages are in each status; every status is present.",
+        ));
+        for status in Status::ALL {
+            object = object
+                .property(
+                    status.as_str(),
+                    ObjectBuilder::new().schema_type(Type::Integer).format(Some(
+                        utoipa::openapi::SchemaFormat::KnownFormat(
+                            utoipa::openapi::KnownFormat::Int64,
+                        ),
+                    )),
+                )
+                .required(status.as_str());
+        }
+        object.build().into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for StatusCounts {}
+
 /// Counts of one group of messages (a day, an agent, an API key).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counts {
