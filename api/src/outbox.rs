@@ -75,9 +75,19 @@ const RESTAGE_AFTER: std::time::Duration = std::time::Duration::from_secs(120);
 /// Republishes messages whose confirmed events never got them staged (events lost with a broker's
 /// data, or dead-lettered after a long database outage). The dispatcher ignores any repeat.
 pub async fn restage_once(state: &AppState) -> anyhow::Result<usize> {
-    let before = DateTime::from_millis(DateTime::now().timestamp_millis() - RESTAGE_AFTER.as_millis() as i64);
-    let stuck = state.db.messages.published_unstaged(before, BATCH as i64).await?;
+    let before = DateTime::from_millis(
+        DateTime::now().timestamp_millis() - RESTAGE_AFTER.as_millis() as i64,
+    );
+    let stuck = state
+        .db
+        .messages
+        .published_unstaged(before, BATCH as i64)
+        .await?;
     if stuck.is_empty() {
+        return Ok(0);
+    }
+    // While the queue still holds events, dispatchers are behind rather than events lost.
+    if state.publisher.queue_depth().await? > 0 {
         return Ok(0);
     }
     let events: Vec<MessageEvent> = stuck.iter().map(|(m, r, at)| event(*m, *r, *at)).collect();
@@ -90,7 +100,10 @@ pub async fn restage_once(state: &AppState) -> anyhow::Result<usize> {
         .collect();
     // A fresh publication time restarts the wait before the next attempt.
     state.db.messages.touch_published(&confirmed).await?;
-    state.metrics.outbox_republished.inc_by(confirmed.len() as u64);
+    state
+        .metrics
+        .outbox_republished
+        .inc_by(confirmed.len() as u64);
     Ok(confirmed.len())
 }
 
@@ -111,7 +124,10 @@ pub async fn run_sweeper(state: AppState, stop: CancellationToken) {
         }
         match restage_once(&state).await {
             Ok(0) => {}
-            Ok(n) => tracing::warn!(republished = n, "republished confirmed events that were never staged"),
+            Ok(n) => tracing::warn!(
+                republished = n,
+                "republished confirmed events that were never staged"
+            ),
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "restage sweep failed"),
         }
     }

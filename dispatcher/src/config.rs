@@ -2,7 +2,9 @@
 
 use std::net::SocketAddr;
 
-use sms_shared::config::{socket_addr, AmqpConfig, ConfigError, Env, LogFormat, MongoConfig, RulesConfig};
+use sms_shared::config::{
+    socket_addr, AmqpConfig, ConfigError, Env, LogFormat, MongoConfig, RulesConfig,
+};
 
 #[derive(Debug, Clone)]
 pub struct Config {

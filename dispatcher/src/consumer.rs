@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use backoff::backoff::Backoff;
 use backoff::ExponentialBackoff;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
@@ -20,6 +20,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::{Dispatcher, Outcome};
+
+/// Most events staged together.
+const BATCH: usize = 64;
 
 fn reconnect_backoff() -> ExponentialBackoff {
     ExponentialBackoff {
@@ -65,14 +68,28 @@ enum Ended {
 }
 
 /// Consumes until `shutdown` is cancelled, reconnecting with backoff whenever the broker goes away.
-pub async fn run(amqp_config: AmqpConfig, prefetch: u16, dispatcher: Dispatcher, shutdown: CancellationToken) {
+pub async fn run(
+    amqp_config: AmqpConfig,
+    prefetch: u16,
+    dispatcher: Dispatcher,
+    shutdown: CancellationToken,
+) {
     let mut backoff = reconnect_backoff();
     let pacer = RetryPacer::new();
     loop {
         if shutdown.is_cancelled() {
             return;
         }
-        match consume(&amqp_config, prefetch, &dispatcher, &pacer, &shutdown, &mut backoff).await {
+        match consume(
+            &amqp_config,
+            prefetch,
+            &dispatcher,
+            &pacer,
+            &shutdown,
+            &mut backoff,
+        )
+        .await
+        {
             Ended::Stopped => return,
             Ended::Lost(e) => {
                 let pause = backoff.next_backoff().unwrap_or(Duration::from_secs(10));
@@ -97,14 +114,22 @@ async fn consume(
     let topology = Topology::new(&config.prefix);
     let setup = async {
         let connection = amqp::connect(config, "sms-dispatcher").await?;
-        let channel = connection.create_channel().await.context("opening channel")?;
+        let channel = connection
+            .create_channel()
+            .await
+            .context("opening channel")?;
         topology.declare(&channel).await?;
         channel
             .basic_qos(prefetch, BasicQosOptions::default())
             .await
             .context("setting prefetch")?;
         let consumer = channel
-            .basic_consume(&topology.queue, "", BasicConsumeOptions::default(), FieldTable::default())
+            .basic_consume(
+                &topology.queue,
+                "",
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
             .await
             .context("starting consumer")?;
         anyhow::Ok((connection, channel, consumer))
@@ -127,7 +152,15 @@ async fn consume(
             }
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
-                    held.spawn(settle(dispatcher.clone(), delivery, pacer.clone(), shutdown.clone()));
+                    // Take whatever else has already arrived, to stage it with the same queries.
+                    let mut batch = vec![delivery];
+                    while batch.len() < BATCH {
+                        match consumer.next().now_or_never() {
+                            Some(Some(Ok(d))) => batch.push(d),
+                            _ => break,
+                        }
+                    }
+                    held.spawn(settle(dispatcher.clone(), batch, pacer.clone(), shutdown.clone()));
                 }
                 Some(Err(e)) => break Ended::Lost(anyhow::Error::new(e).context("consumer stream failed")),
                 None => break Ended::Lost(anyhow::anyhow!("consumer was cancelled by the broker")),
@@ -143,38 +176,54 @@ async fn consume(
     ended
 }
 
-/// Handles one delivery and settles it: ack, reject to the dead-letter queue, or requeue.
-async fn settle(dispatcher: Dispatcher, delivery: Delivery, pacer: RetryPacer, shutdown: CancellationToken) {
-    let outcome = dispatcher.handle(&delivery.data).await;
-    let settled = match &outcome {
-        Outcome::Staged | Outcome::CanceledDuplicate | Outcome::AlreadyDone => {
-            pacer.reset();
-            crate::fault::maybe_crash_before_ack();
-            delivery.ack(BasicAckOptions::default()).await
+/// Handles a batch of deliveries and settles each: ack, reject to the dead-letter queue, or
+/// requeue after a pause.
+async fn settle(
+    dispatcher: Dispatcher,
+    batch: Vec<Delivery>,
+    pacer: RetryPacer,
+    shutdown: CancellationToken,
+) {
+    let payloads: Vec<&[u8]> = batch.iter().map(|d| d.data.as_slice()).collect();
+    let outcomes = dispatcher.handle_batch(&payloads).await;
+    let failure = outcomes.iter().find_map(|o| match o {
+        Outcome::Retry(error) => Some(error.clone()),
+        _ => None,
+    });
+    if let Some(error) = failure {
+        let pause = pacer.next();
+        dispatcher.metrics().events_requeued.inc();
+        tracing::warn!(error = %error, retry_in_ms = pause.as_millis() as u64, "staging failed; requeueing");
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = tokio::time::sleep(pause) => {}
         }
-        Outcome::Poison(reason) => {
-            tracing::warn!(reason = %reason, "poison event sent to the dead-letter queue");
-            dispatcher.metrics().events_dead_lettered.inc();
-            delivery.reject(BasicRejectOptions { requeue: false }).await
-        }
-        Outcome::Retry(error) => {
-            let pause = pacer.next();
-            tracing::warn!(error = %error, retry_in_ms = pause.as_millis() as u64, "staging failed; requeueing");
-            dispatcher.metrics().events_requeued.inc();
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = tokio::time::sleep(pause) => {}
+    } else {
+        pacer.reset();
+    }
+    for (delivery, outcome) in batch.into_iter().zip(outcomes) {
+        let settled = match &outcome {
+            Outcome::Staged | Outcome::CanceledDuplicate | Outcome::AlreadyDone => {
+                crate::fault::maybe_crash_before_ack();
+                delivery.ack(BasicAckOptions::default()).await
             }
-            delivery
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..Default::default()
-                })
-                .await
+            Outcome::Poison(reason) => {
+                tracing::warn!(reason = %reason, "poison event sent to the dead-letter queue");
+                dispatcher.metrics().events_dead_lettered.inc();
+                delivery.reject(BasicRejectOptions { requeue: false }).await
+            }
+            Outcome::Retry(_) => {
+                delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await
+            }
+        };
+        if let Err(e) = settled {
+            // The channel is gone: the broker redelivers the event to a live consumer.
+            tracing::warn!(error = %e, ?outcome, "could not settle delivery");
         }
-    };
-    if let Err(e) = settled {
-        // The channel is gone: the broker redelivers the event to a live consumer.
-        tracing::warn!(error = %e, ?outcome, "could not settle delivery");
     }
 }

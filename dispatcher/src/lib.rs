@@ -11,10 +11,9 @@ pub mod server;
 
 use std::time::Duration;
 
-use mongodb::bson::DateTime;
+use mongodb::bson::{oid::ObjectId, DateTime};
 use sms_shared::amqp::MessageEvent;
 use sms_shared::db::dedup::{self, Claim};
-use sms_shared::db::messages::Staged;
 use sms_shared::db::Db;
 use sms_shared::domain::status::Status;
 use sms_shared::metrics::Metrics;
@@ -58,47 +57,113 @@ impl Dispatcher {
     }
 
     /// Handles one event payload. Idempotent: a redelivered event changes nothing.
-    #[tracing::instrument(skip_all, fields(message_id))]
     pub async fn handle(&self, payload: &[u8]) -> Outcome {
-        let event: MessageEvent = match serde_json::from_slice(payload) {
-            Ok(e) => e,
-            Err(e) => return Outcome::Poison(format!("unparseable event: {e}")),
-        };
-        tracing::Span::current().record("message_id", event.message_id.as_str());
-        let Some(id) = event.message_oid() else {
-            return Outcome::Poison(format!("malformed message id {:?}", event.message_id));
-        };
-        let message = match self.db.messages.find(id).await {
-            Ok(Some(m)) => m,
-            Ok(None) => return Outcome::Poison(format!("unknown message {id}")),
-            Err(e) => return Outcome::Retry(e.to_string()),
-        };
-        if message.staged || message.status != Status::Pending {
-            return Outcome::AlreadyDone;
+        self.handle_batch(&[payload])
+            .await
+            .pop()
+            .expect("one outcome per event")
+    }
+
+    /// Handles a batch of event payloads, returning one outcome per payload in order.
+    ///
+    /// The messages are read with one query and staged (or cancelled) with one update each
+    /// way; only the anti-dup claims stay one upsert per message, because the unique key is
+    /// what makes them race-free across replicas.
+    #[tracing::instrument(skip_all, fields(events = payloads.len()))]
+    pub async fn handle_batch(&self, payloads: &[&[u8]]) -> Vec<Outcome> {
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; payloads.len()];
+        let mut wanted: Vec<(usize, MessageEvent, ObjectId)> = Vec::with_capacity(payloads.len());
+        for (i, payload) in payloads.iter().enumerate() {
+            match serde_json::from_slice::<MessageEvent>(payload) {
+                Err(e) => outcomes[i] = Some(Outcome::Poison(format!("unparseable event: {e}"))),
+                Ok(event) => match event.message_oid() {
+                    None => {
+                        outcomes[i] = Some(Outcome::Poison(format!(
+                            "malformed message id {:?}",
+                            event.message_id
+                        )))
+                    }
+                    Some(id) => wanted.push((i, event, id)),
+                },
+            }
         }
+        let ids: Vec<ObjectId> = wanted.iter().map(|(_, _, id)| *id).collect();
+        let found = match self.db.messages.find_many(&ids).await {
+            Ok(found) => found,
+            Err(e) => {
+                for (i, _, _) in &wanted {
+                    outcomes[*i] = Some(Outcome::Retry(e.to_string()));
+                }
+                return outcomes
+                    .into_iter()
+                    .map(|o| o.expect("every event settled"))
+                    .collect();
+            }
+        };
         let now = DateTime::now();
-        let key = dedup::key(&message.to, &message.text);
-        let claim = match self.db.dedup.claim(&key, id, now, self.anti_dup_window).await {
-            Ok(c) => c,
-            Err(e) => return Outcome::Retry(e.to_string()),
-        };
-        let staged = match claim {
-            Claim::Won => self.db.messages.stage(id, now).await,
-            Claim::Duplicate => self.db.messages.cancel_duplicate(id, now).await,
-        };
-        match staged {
-            Ok(Staged::Staged) => {
-                self.metrics.messages_staged.inc();
-                let latency_ms = now.timestamp_millis() - event.accepted_at_ms;
-                self.metrics.stage_latency.observe(latency_ms.max(0) as f64 / 1000.0);
-                Outcome::Staged
+        let mut to_claim = Vec::new();
+        for (i, event, id) in wanted {
+            match found.get(&id) {
+                None => outcomes[i] = Some(Outcome::Poison(format!("unknown message {id}"))),
+                Some(m) if m.staged || m.status != Status::Pending => {
+                    outcomes[i] = Some(Outcome::AlreadyDone)
+                }
+                Some(m) => to_claim.push((i, event, id, dedup::key(&m.to, &m.text))),
             }
-            Ok(Staged::CanceledDuplicate) => {
-                self.metrics.messages_canceled_duplicate.inc();
-                Outcome::CanceledDuplicate
-            }
-            Ok(Staged::AlreadyDone) => Outcome::AlreadyDone,
-            Err(e) => Outcome::Retry(e.to_string()),
         }
+        let claims = futures::future::join_all(
+            to_claim
+                .iter()
+                .map(|(_, _, id, key)| self.db.dedup.claim(key, *id, now, self.anti_dup_window)),
+        )
+        .await;
+        let (mut won, mut lost) = (Vec::new(), Vec::new());
+        for ((i, event, id, _), claim) in to_claim.into_iter().zip(claims) {
+            match claim {
+                Ok(Claim::Won) => won.push((i, event, id)),
+                Ok(Claim::Duplicate) => lost.push((i, id)),
+                Err(e) => outcomes[i] = Some(Outcome::Retry(e.to_string())),
+            }
+        }
+        if !won.is_empty() {
+            let ids: Vec<ObjectId> = won.iter().map(|(_, _, id)| *id).collect();
+            match self.db.messages.stage_many(&ids, now).await {
+                Ok(staged) => {
+                    self.metrics.messages_staged.inc_by(staged);
+                    for (i, event, _) in &won {
+                        let latency_ms = now.timestamp_millis() - event.accepted_at_ms;
+                        self.metrics
+                            .stage_latency
+                            .observe(latency_ms.max(0) as f64 / 1000.0);
+                        outcomes[*i] = Some(Outcome::Staged);
+                    }
+                }
+                Err(e) => {
+                    for (i, _, _) in &won {
+                        outcomes[*i] = Some(Outcome::Retry(e.to_string()));
+                    }
+                }
+            }
+        }
+        if !lost.is_empty() {
+            let ids: Vec<ObjectId> = lost.iter().map(|(_, id)| *id).collect();
+            match self.db.messages.cancel_duplicates(&ids, now).await {
+                Ok(canceled) => {
+                    self.metrics.messages_canceled_duplicate.inc_by(canceled);
+                    for (i, _) in &lost {
+                        outcomes[*i] = Some(Outcome::CanceledDuplicate);
+                    }
+                }
+                Err(e) => {
+                    for (i, _) in &lost {
+                        outcomes[*i] = Some(Outcome::Retry(e.to_string()));
+                    }
+                }
+            }
+        }
+        outcomes
+            .into_iter()
+            .map(|o| o.expect("every event settled"))
+            .collect()
     }
 }

@@ -35,9 +35,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.metrics_addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "dispatcher metrics listening");
     let stop = shutdown.clone();
-    let side = tokio::spawn(sms_dispatcher::server::serve(listener, db, metrics, async move {
-        stop.cancelled().await
-    }));
+    let side = tokio::spawn(sms_dispatcher::server::serve(
+        listener,
+        db,
+        metrics,
+        async move { stop.cancelled().await },
+    ));
     let stop = shutdown.clone();
     tokio::spawn(async move {
         sms_shared::signal::shutdown_signal().await;

@@ -27,23 +27,33 @@ pub async fn serve(
         .route("/metrics", get(get_metrics))
         .route("/health", get(get_health))
         .with_state(Side { db, metrics });
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
     Ok(())
 }
 
 async fn get_metrics(State(side): State<Side>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         side.metrics.render(),
     )
 }
 
 async fn get_health(State(side): State<Side>) -> impl IntoResponse {
     match tokio::time::timeout(std::time::Duration::from_secs(3), side.db.ping()).await {
-        Ok(Ok(())) => (StatusCode::OK, axum::Json(serde_json::json!({"status": "ok", "mongo": "ok"}))),
+        Ok(Ok(())) => (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({"status": "ok", "mongo": "ok"})),
+        ),
         _ => (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({"status": "unavailable", "mongo": "down", "detail": "mongo unavailable", "code": "SERVICE_UNAVAILABLE"})),
+            axum::Json(
+                serde_json::json!({"status": "unavailable", "mongo": "down", "detail": "mongo unavailable", "code": "SERVICE_UNAVAILABLE"}),
+            ),
         ),
     }
 }

@@ -218,6 +218,29 @@ impl Publisher {
         }
     }
 
+    /// Events waiting in the message queue (ready or held by a consumer).
+    pub async fn queue_depth(&self) -> anyhow::Result<u32> {
+        let channel = self.channel().await?;
+        let declared = channel
+            .queue_declare(
+                &self.topology.queue,
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        match declared {
+            Ok(q) => Ok(q.message_count()),
+            Err(e) => {
+                // A failed passive declare closes the channel.
+                self.reset().await;
+                Err(anyhow::Error::new(e).context("inspecting the message queue"))
+            }
+        }
+    }
+
     /// Whether the broker is reachable (connecting if needed).
     pub async fn check(&self) -> anyhow::Result<()> {
         self.channel().await.map(|_| ())

@@ -2,6 +2,7 @@
 //! of them (`POST /agent/messages/report`).
 
 use axum::extract::State;
+use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::{oid::ObjectId, DateTime};
 use serde::{Deserialize, Serialize};
 use sms_shared::db::messages::{Message, ReportOutcome};
@@ -21,6 +22,8 @@ const DEFAULT_JOBS: i64 = 10;
 const MAX_JOBS: i64 = 100;
 /// Items per report batch.
 const MAX_REPORTS: usize = 500;
+/// Messages of one report batch updated at once.
+const REPORT_CONCURRENCY: usize = 16;
 /// When to poll again after an empty answer that the pacing did not cause.
 const IDLE_RETRY_SECONDS: i64 = 5;
 
@@ -247,9 +250,42 @@ async fn report_messages(
             format!("must hold 1 to {MAX_REPORTS} reports"),
         ));
     }
-    let mut results = Vec::with_capacity(body.messages.len());
-    // In order: a batch may carry SENDING then SENT for the same message.
-    for item in body.messages {
+    // Items of one message apply in order (a batch may carry SENDING then SENT for it); items
+    // of different messages touch different documents, so they run concurrently.
+    let mut groups: Vec<Vec<(usize, ReportItem)>> = Vec::new();
+    let mut group_of: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (i, item) in body.messages.into_iter().enumerate() {
+        let g = *group_of.entry(item.message_id.clone()).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[g].push((i, item));
+    }
+    let total: usize = groups.iter().map(Vec::len).sum();
+    let settled: Vec<Vec<(usize, ReportResult)>> = futures::stream::iter(groups)
+        .map(|group| report_group(&state, agent.id, group))
+        .buffer_unordered(REPORT_CONCURRENCY)
+        .try_collect()
+        .await?;
+    let mut results: Vec<Option<ReportResult>> = (0..total).map(|_| None).collect();
+    for (i, r) in settled.into_iter().flatten() {
+        results[i] = Some(r);
+    }
+    let results = results
+        .into_iter()
+        .map(|r| r.expect("every item answered"))
+        .collect();
+    Ok(Json(ReportResponse { results }))
+}
+
+/// Applies one message's report items in order.
+async fn report_group(
+    state: &AppState,
+    agent: ObjectId,
+    group: Vec<(usize, ReportItem)>,
+) -> ApiResult<Vec<(usize, ReportResult)>> {
+    let mut out = Vec::with_capacity(group.len());
+    for (i, item) in group {
         let outcome = match (
             ObjectId::parse_str(&item.message_id),
             Status::parse(&item.status),
@@ -260,7 +296,7 @@ async fn report_messages(
                 .db
                 .messages
                 .report(
-                    agent.id,
+                    agent,
                     id,
                     status,
                     item.lease_id.as_deref(),
@@ -287,12 +323,15 @@ async fn report_messages(
                 .with_label_values(&[reason])
                 .inc();
         }
-        results.push(ReportResult {
-            message_id: item.message_id,
-            ok,
-            status,
-            error,
-        });
+        out.push((
+            i,
+            ReportResult {
+                message_id: item.message_id,
+                ok,
+                status,
+                error,
+            },
+        ));
     }
-    Ok(Json(ReportResponse { results }))
+    Ok(out)
 }

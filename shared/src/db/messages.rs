@@ -97,17 +97,6 @@ impl MessageFilter {
     }
 }
 
-/// What staging one message did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Staged {
-    /// Made visible to its agent now.
-    Staged,
-    /// Canceled as a recent duplicate now.
-    CanceledDuplicate,
-    /// Already staged or canceled earlier (a redelivered or republished event).
-    AlreadyDone,
-}
-
 #[derive(Clone)]
 pub struct Messages(Collection<Message>);
 
@@ -182,7 +171,10 @@ impl Messages {
             return Ok(());
         }
         self.0
-            .update_many(doc! {"_id": {"$in": ids}}, doc! {"$set": {"published_at": DateTime::now()}})
+            .update_many(
+                doc! {"_id": {"$in": ids}},
+                doc! {"$set": {"published_at": DateTime::now()}},
+            )
             .await
             .map(|_| ())
     }
@@ -241,7 +233,10 @@ impl Messages {
             .await?
             .try_collect()
             .await?;
-        Ok(rows.into_iter().map(|r| (r.id, r.request_id, r.created_at)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.id, r.request_id, r.created_at))
+            .collect())
     }
 
     pub async fn find(&self, id: ObjectId) -> mongodb::error::Result<Option<Message>> {
@@ -313,45 +308,60 @@ impl Messages {
         Ok(out)
     }
 
-    /// Makes a pending, unstaged message visible to its agent. Idempotent.
-    pub async fn stage(&self, id: ObjectId, now: DateTime) -> mongodb::error::Result<Staged> {
-        let r = self
+    /// Reads many messages at once, keyed by id.
+    pub async fn find_many(
+        &self,
+        ids: &[ObjectId],
+    ) -> mongodb::error::Result<std::collections::HashMap<ObjectId, Message>> {
+        if ids.is_empty() {
+            return Ok(Default::default());
+        }
+        let found: Vec<Message> = self
             .0
-            .update_one(
-                doc! {"_id": id, "staged": false, "status": Status::Pending.as_str()},
-                doc! {"$set": {"staged": true, "staged_at": now, "updated_at": now}},
-            )
+            .find(doc! {"_id": {"$in": ids}})
+            .await?
+            .try_collect()
             .await?;
-        Ok(if r.modified_count == 1 {
-            Staged::Staged
-        } else {
-            Staged::AlreadyDone
-        })
+        Ok(found.into_iter().map(|m| (m.id, m)).collect())
     }
 
-    /// Cancels a pending, unstaged message as a recent duplicate. Idempotent.
-    pub async fn cancel_duplicate(
-        &self,
-        id: ObjectId,
-        now: DateTime,
-    ) -> mongodb::error::Result<Staged> {
+    /// Makes pending, unstaged messages visible to their agents. Idempotent: returns how many
+    /// were staged now (the others were staged or settled earlier).
+    pub async fn stage_many(&self, ids: &[ObjectId], now: DateTime) -> mongodb::error::Result<u64> {
         let r = self
             .0
-            .update_one(
-                doc! {"_id": id, "staged": false, "status": Status::Pending.as_str()},
-                doc! {"$set": {
-                    "status": Status::Canceled.as_str(),
-                    "last_error": "DUPLICATE_RECENT",
-                    "staged_at": now,
-                    "updated_at": now,
-                }},
+            .update_many(
+                doc! {"_id": {"$in": ids}, "staged": false, "status": Status::Pending.as_str()},
+                // `stagings` makes "staged twice" countable by the fault scenarios.
+                doc! {"$set": {"staged": true, "staged_at": now, "updated_at": now}, "$inc": {"stagings": 1}},
             )
             .await?;
-        Ok(if r.modified_count == 1 {
-            Staged::CanceledDuplicate
-        } else {
-            Staged::AlreadyDone
-        })
+        Ok(r.modified_count)
+    }
+
+    /// Cancels pending, unstaged messages as recent duplicates. Idempotent: returns how many
+    /// were cancelled now.
+    pub async fn cancel_duplicates(
+        &self,
+        ids: &[ObjectId],
+        now: DateTime,
+    ) -> mongodb::error::Result<u64> {
+        let r = self
+            .0
+            .update_many(
+                doc! {"_id": {"$in": ids}, "staged": false, "status": Status::Pending.as_str()},
+                doc! {
+                    "$set": {
+                        "status": Status::Canceled.as_str(),
+                        "last_error": "DUPLICATE_RECENT",
+                        "staged_at": now,
+                        "updated_at": now,
+                    },
+                    "$inc": {"stagings": 1},
+                },
+            )
+            .await?;
+        Ok(r.modified_count)
     }
 }
 
