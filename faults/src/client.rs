@@ -37,7 +37,10 @@ impl Client {
     pub fn new(base: String) -> Self {
         Self {
             base,
-            http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client"),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("client"),
             operator: operator_token(JWT_SECRET),
         }
     }
@@ -46,7 +49,12 @@ impl Client {
         format!("{}{path}", self.base)
     }
 
-    async fn json(&self, res: reqwest::Response, want: StatusCode, what: &str) -> anyhow::Result<Value> {
+    async fn json(
+        &self,
+        res: reqwest::Response,
+        want: StatusCode,
+        what: &str,
+    ) -> anyhow::Result<Value> {
         let status = res.status();
         let body: Value = res.json().await.unwrap_or(Value::Null);
         if status != want {
@@ -75,7 +83,9 @@ impl Client {
             .json(&json!({"name": format!("drill-{}", uuid::Uuid::new_v4()), "content": "Ma OTP {CODE}"}))
             .send()
             .await?;
-        let template_id = self.json(res, StatusCode::CREATED, "create template").await?["id"]
+        let template_id = self
+            .json(res, StatusCode::CREATED, "create template")
+            .await?["id"]
             .as_str()
             .context("id")?
             .to_owned();
@@ -97,7 +107,10 @@ impl Client {
             let body = self.json(res, StatusCode::CREATED, "register").await?;
             list.push((
                 body["agent_id"].as_str().context("agent_id")?.to_owned(),
-                body["agent_token"].as_str().context("agent_token")?.to_owned(),
+                body["agent_token"]
+                    .as_str()
+                    .context("agent_token")?
+                    .to_owned(),
             ));
         }
         Ok(Setup {
@@ -108,7 +121,12 @@ impl Client {
     }
 
     /// Submits one request; `Ok(Some(request_id))` on 202, `Ok(None)` when the API went away.
-    pub async fn submit(&self, s: &Setup, agent: usize, recipients: &[(String, String)]) -> anyhow::Result<Option<(String, usize)>> {
+    pub async fn submit(
+        &self,
+        s: &Setup,
+        agent: usize,
+        recipients: &[(String, String)],
+    ) -> anyhow::Result<Option<(String, usize)>> {
         let messages: Vec<Value> = recipients
             .iter()
             .map(|(to, code)| json!({"to": to, "variables": {"CODE": code}}))
@@ -125,7 +143,13 @@ impl Client {
             Err(_) => return Ok(None),
         };
         let body = self.json(res, StatusCode::ACCEPTED, "submit").await?;
-        Ok(Some((body["request_id"].as_str().context("request_id")?.to_owned(), recipients.len())))
+        Ok(Some((
+            body["request_id"]
+                .as_str()
+                .context("request_id")?
+                .to_owned(),
+            recipients.len(),
+        )))
     }
 
     /// Leases up to `limit` jobs for a phone.
@@ -156,10 +180,15 @@ impl Client {
 
 /// `n` distinct Vietnamese mobile numbers (national form) starting at `offset`.
 pub fn numbers(offset: usize, n: usize) -> Vec<String> {
-    (offset..offset + n).map(|i| format!("09{:08}", 10_000_000 + i)).collect()
+    (offset..offset + n)
+        .map(|i| format!("09{:08}", 10_000_000 + i))
+        .collect()
 }
 
 /// `n` recipients with distinct numbers and codes (so anti-dup never cancels them).
 pub fn recipients(offset: usize, n: usize) -> Vec<(String, String)> {
-    numbers(offset, n).into_iter().map(|to| (to, format!("{}", 100_000 + offset))).collect()
+    numbers(offset, n)
+        .into_iter()
+        .map(|to| (to, format!("{}", 100_000 + offset)))
+        .collect()
 }

@@ -21,14 +21,27 @@ impl std::fmt::Display for Tally {
         write!(
             f,
             "lost={} duplicated={} (accepted={} stored={} delivered={} failed={} canceled={})",
-            self.lost, self.duplicated, self.accepted, self.stored, self.delivered, self.failed, self.canceled
+            self.lost,
+            self.duplicated,
+            self.accepted,
+            self.stored,
+            self.delivered,
+            self.failed,
+            self.canceled
         )
     }
 }
 
 /// Counts the messages of the accepted requests (`(request_id, total)`).
-pub async fn tally(db: &mongodb::Database, accepted: &[(String, usize)], ledger_duplicates: usize) -> anyhow::Result<Tally> {
-    let ids: Vec<ObjectId> = accepted.iter().filter_map(|(r, _)| ObjectId::parse_str(r).ok()).collect();
+pub async fn tally(
+    db: &mongodb::Database,
+    accepted: &[(String, usize)],
+    ledger_duplicates: usize,
+) -> anyhow::Result<Tally> {
+    let ids: Vec<ObjectId> = accepted
+        .iter()
+        .filter_map(|(r, _)| ObjectId::parse_str(r).ok())
+        .collect();
     let coll = db.collection::<Document>("sms_messages");
     let of = |extra: Document| {
         let mut f = doc! {"request_id": {"$in": &ids}};
@@ -37,10 +50,16 @@ pub async fn tally(db: &mongodb::Database, accepted: &[(String, usize)], ledger_
     };
     let total: u64 = accepted.iter().map(|(_, n)| *n as u64).sum();
     let stored = coll.count_documents(of(doc! {})).await?;
-    let delivered = coll.count_documents(of(doc! {"status": "DELIVERED"})).await?;
+    let delivered = coll
+        .count_documents(of(doc! {"status": "DELIVERED"}))
+        .await?;
     let failed = coll.count_documents(of(doc! {"status": "FAILED"})).await?;
-    let canceled = coll.count_documents(of(doc! {"status": "CANCELED"})).await?;
-    let staged_twice = coll.count_documents(of(doc! {"stagings": {"$gt": 1}})).await?;
+    let canceled = coll
+        .count_documents(of(doc! {"status": "CANCELED"}))
+        .await?;
+    let staged_twice = coll
+        .count_documents(of(doc! {"stagings": {"$gt": 1}}))
+        .await?;
     let settled = delivered + failed + canceled;
     Ok(Tally {
         accepted: total,
@@ -55,10 +74,15 @@ pub async fn tally(db: &mongodb::Database, accepted: &[(String, usize)], ledger_
 
 /// Counts every message of the scenario's database in a final state.
 pub async fn settled(db: &mongodb::Database, accepted: &[(String, usize)]) -> bool {
-    let ids: Vec<ObjectId> = accepted.iter().filter_map(|(r, _)| ObjectId::parse_str(r).ok()).collect();
+    let ids: Vec<ObjectId> = accepted
+        .iter()
+        .filter_map(|(r, _)| ObjectId::parse_str(r).ok())
+        .collect();
     let total: u64 = accepted.iter().map(|(_, n)| *n as u64).sum();
     let coll = db.collection::<Document>("sms_messages");
-    coll.count_documents(doc! {"request_id": {"$in": &ids}, "status": {"$in": ["DELIVERED", "FAILED", "CANCELED"]}})
-        .await
-        .is_ok_and(|n| n == total)
+    coll.count_documents(
+        doc! {"request_id": {"$in": &ids}, "status": {"$in": ["DELIVERED", "FAILED", "CANCELED"]}},
+    )
+    .await
+    .is_ok_and(|n| n == total)
 }

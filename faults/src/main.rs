@@ -21,19 +21,28 @@ use stack::{Bins, Mongo};
 const SCENARIO_LIMIT: Duration = Duration::from_secs(300);
 
 fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let (Some(api), Some(dispatcher), Some(mongo)) = (arg(&args, "--api-bin"), arg(&args, "--dispatcher-bin"), arg(&args, "--mongo-bin")) else {
+    let (Some(api), Some(dispatcher), Some(mongo)) = (
+        arg(&args, "--api-bin"),
+        arg(&args, "--dispatcher-bin"),
+        arg(&args, "--mongo-bin"),
+    ) else {
         eprintln!("usage: sms-faults --api-bin PATH --dispatcher-bin PATH --mongo-bin PATH [--only N] [--logs DIR]");
         return ExitCode::from(2);
     };
     let only: Option<usize> = arg(&args, "--only").and_then(|n| n.parse().ok());
     let work = std::env::temp_dir().join(format!("sms-faults-{}", std::process::id()));
-    let logs = arg(&args, "--logs").map(PathBuf::from).unwrap_or_else(|| work.join("logs"));
+    let logs = arg(&args, "--logs")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| work.join("logs"));
     let bins = Bins {
         api: api.into(),
         dispatcher: dispatcher.into(),
@@ -46,7 +55,11 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut ctx = Ctx { bins, mongo, logs: logs.clone() };
+    let mut ctx = Ctx {
+        bins,
+        mongo,
+        logs: logs.clone(),
+    };
     let (mut passed, mut failed) = (0, 0);
     for (i, name) in NAMES.iter().enumerate() {
         let n = i + 1;
@@ -71,7 +84,10 @@ async fn main() -> ExitCode {
             }
             Err(_) => {
                 failed += 1;
-                println!("scenario {n:>2} FAIL {name}: did not settle within {}s", SCENARIO_LIMIT.as_secs());
+                println!(
+                    "scenario {n:>2} FAIL {name}: did not settle within {}s",
+                    SCENARIO_LIMIT.as_secs()
+                );
             }
         }
         // Whatever happened, leave the broker running for the next scenario.

@@ -34,21 +34,40 @@ struct LedgerInner {
 
 impl Ledger {
     pub fn record_lease(&self, message_id: &str, lease: Lease) {
-        self.inner.lock().unwrap().leases.entry(message_id.to_owned()).or_default().push(lease);
+        self.inner
+            .lock()
+            .unwrap()
+            .leases
+            .entry(message_id.to_owned())
+            .or_default()
+            .push(lease);
     }
 
     pub fn record_sent(&self, message_id: &str) {
-        *self.inner.lock().unwrap().sent.entry(message_id.to_owned()).or_default() += 1;
+        *self
+            .inner
+            .lock()
+            .unwrap()
+            .sent
+            .entry(message_id.to_owned())
+            .or_default() += 1;
     }
 
     /// Messages that were handed out under two different leases at once, or sent twice.
     pub fn duplicated(&self) -> usize {
         let inner = self.inner.lock().unwrap();
-        let mut dup: std::collections::HashSet<&String> = inner.sent.iter().filter(|(_, n)| **n > 1).map(|(m, _)| m).collect();
+        let mut dup: std::collections::HashSet<&String> = inner
+            .sent
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .map(|(m, _)| m)
+            .collect();
         for (message, leases) in &inner.leases {
             for (i, a) in leases.iter().enumerate() {
                 for b in &leases[i + 1..] {
-                    let overlap = a.lease_id != b.lease_id && a.received_at < b.expires_at && b.received_at < a.expires_at;
+                    let overlap = a.lease_id != b.lease_id
+                        && a.received_at < b.expires_at
+                        && b.received_at < a.expires_at;
                     if overlap {
                         eprintln!(
                             "message {message} held under two live leases: {} ({}) and {} ({})",
@@ -80,7 +99,13 @@ pub enum Behaviour {
 }
 
 /// Leases once for `token` and handles the jobs; returns how many jobs it got.
-pub async fn poll_once(client: &Client, ledger: &Ledger, phone: &str, token: &str, behaviour: Behaviour) -> anyhow::Result<usize> {
+pub async fn poll_once(
+    client: &Client,
+    ledger: &Ledger,
+    phone: &str,
+    token: &str,
+    behaviour: Behaviour,
+) -> anyhow::Result<usize> {
     let jobs = client.lease(token, 100).await?;
     let now = Utc::now();
     for job in &jobs {
@@ -118,7 +143,13 @@ pub async fn poll_once(client: &Client, ledger: &Ledger, phone: &str, token: &st
 }
 
 /// Runs every phone until `done()` says so or `limit` passes. Errors (API restarting) are retried.
-pub async fn drain<F, Fut>(client: &Client, ledger: &Ledger, phones: &[(String, String)], limit: Duration, mut done: F) -> bool
+pub async fn drain<F, Fut>(
+    client: &Client,
+    ledger: &Ledger,
+    phones: &[(String, String)],
+    limit: Duration,
+    mut done: F,
+) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -126,10 +157,17 @@ where
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         // Two app instances per phone poll at once, as a restarted app might.
-        let polls = phones.iter().flat_map(|p| [p, p]).enumerate().map(|(i, (agent, token))| async move {
-            let phone = format!("{agent}#{}", i % 2);
-            poll_once(client, ledger, &phone, token, Behaviour::Deliver).await.unwrap_or(0)
-        });
+        let polls =
+            phones
+                .iter()
+                .flat_map(|p| [p, p])
+                .enumerate()
+                .map(|(i, (agent, token))| async move {
+                    let phone = format!("{agent}#{}", i % 2);
+                    poll_once(client, ledger, &phone, token, Behaviour::Deliver)
+                        .await
+                        .unwrap_or(0)
+                });
         let got: usize = futures::future::join_all(polls).await.into_iter().sum();
         if got == 0 {
             if done().await {

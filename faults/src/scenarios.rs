@@ -58,12 +58,24 @@ struct Run {
 }
 
 impl Run {
-    async fn start(ctx: &Ctx, overrides: &[(&str, &str)], api_fault: Option<&str>, agents: usize) -> anyhow::Result<Self> {
-        let mut stack = Stack::new(ctx.bins.clone(), ctx.mongo.uri(), ctx.logs.clone(), overrides);
+    async fn start(
+        ctx: &Ctx,
+        overrides: &[(&str, &str)],
+        api_fault: Option<&str>,
+        agents: usize,
+    ) -> anyhow::Result<Self> {
+        let mut stack = Stack::new(
+            ctx.bins.clone(),
+            ctx.mongo.uri(),
+            ctx.logs.clone(),
+            overrides,
+        );
         stack.start_api(api_fault).await?;
         let client = Client::new(stack.api_url());
         let setup = client.setup(agents).await?;
-        let db = mongodb::Client::with_uri_str(&stack.mongo_uri).await?.database(&stack.db_name);
+        let db = mongodb::Client::with_uri_str(&stack.mongo_uri)
+            .await?
+            .database(&stack.db_name);
         Ok(Self {
             stack,
             client,
@@ -75,23 +87,37 @@ impl Run {
     }
 
     async fn submit(&mut self, agent: usize, offset: usize, n: usize) -> anyhow::Result<()> {
-        let r = self.client.submit(&self.setup, agent, &recipients(offset, n)).await?.context("API unreachable")?;
+        let r = self
+            .client
+            .submit(&self.setup, agent, &recipients(offset, n))
+            .await?
+            .context("API unreachable")?;
         self.accepted.push(r);
         Ok(())
     }
 
     async fn count(&self, filter: Document) -> u64 {
-        self.db.collection::<Document>("sms_messages").count_documents(filter).await.unwrap_or(0)
+        self.db
+            .collection::<Document>("sms_messages")
+            .count_documents(filter)
+            .await
+            .unwrap_or(0)
     }
 
     /// Phones drain every job until all accepted messages are final (bounded), then count.
     async fn settle(mut self, limit_secs: u64) -> anyhow::Result<Tally> {
         let db = self.db.clone();
         let accepted = self.accepted.clone();
-        phones::drain(&self.client, &self.ledger, &self.setup.agents, Duration::from_secs(limit_secs), || {
-            let (db, accepted) = (db.clone(), accepted.clone());
-            async move { count::settled(&db, &accepted).await }
-        })
+        phones::drain(
+            &self.client,
+            &self.ledger,
+            &self.setup.agents,
+            Duration::from_secs(limit_secs),
+            || {
+                let (db, accepted) = (db.clone(), accepted.clone());
+                async move { count::settled(&db, &accepted).await }
+            },
+        )
         .await;
         let tally = count::tally(&self.db, &self.accepted, self.ledger.duplicated()).await;
         self.stack.cleanup().await;
@@ -120,7 +146,10 @@ async fn api_crash_before_publish(ctx: &mut Ctx) -> anyhow::Result<Tally> {
     run.submit(0, 0, 200).await?;
     run.stack.wait_api_exit(15).await?;
     let unpublished = run.count(doc! {"published": false}).await;
-    ensure!(unpublished == 200, "the crash point did not fire before publishing ({unpublished} unpublished)");
+    ensure!(
+        unpublished == 200,
+        "the crash point did not fire before publishing ({unpublished} unpublished)"
+    );
     run.stack.start_api(None).await?;
     run.settle(90).await
 }
@@ -137,7 +166,10 @@ async fn rabbitmq_restart(ctx: &mut Ctx) -> anyhow::Result<Tally> {
         rabbitmqctl(&["await_startup"]).await
     });
     let (a, b) = (recipients(0, 5000), recipients(5000, 5000));
-    let (ra, rb) = tokio::join!(run.client.submit(&run.setup, 0, &a), run.client.submit(&run.setup, 1, &b));
+    let (ra, rb) = tokio::join!(
+        run.client.submit(&run.setup, 0, &a),
+        run.client.submit(&run.setup, 1, &b)
+    );
     let outage_result = outage.await?;
     if outage_result.is_err() {
         let _ = rabbitmqctl(&["start_app"]).await;
@@ -185,13 +217,23 @@ async fn poison_event(ctx: &mut Ctx) -> anyhow::Result<Tally> {
     run.submit(0, 20, 20).await?;
     let dead = eventually(20, || async {
         let q = ch
-            .queue_declare(&topology.dead_letter_queue, lapin::options::QueueDeclareOptions { passive: true, ..Default::default() }, Default::default())
+            .queue_declare(
+                &topology.dead_letter_queue,
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
             .await;
         q.is_ok_and(|q| q.message_count() == 2)
     })
     .await;
     let _ = conn.close(200, "done").await;
-    ensure!(dead, "the poison events did not reach the dead-letter queue");
+    ensure!(
+        dead,
+        "the poison events did not reach the dead-letter queue"
+    );
     run.settle(90).await
 }
 
@@ -199,16 +241,31 @@ async fn unroutable_publish(ctx: &mut Ctx) -> anyhow::Result<Tally> {
     let mut run = Run::start(ctx, &[], None, 1).await?;
     run.stack.start_dispatcher(None)?;
     run.submit(0, 0, 10).await?;
-    let staged = eventually(30, || async { run.count(doc! {"staged": true}).await == 10 }).await;
+    let staged = eventually(30, || async {
+        run.count(doc! {"staged": true}).await == 10
+    })
+    .await;
     ensure!(staged, "the first request was not staged");
     // Take the route away: events published now come back unroutable.
     let topology = sms_shared::amqp::Topology::new(&run.stack.prefix);
     let (conn, ch) = amqp_channel().await?;
-    ch.queue_unbind(&topology.queue, &topology.events_exchange, sms_shared::amqp::MESSAGE_ROUTING_KEY, Default::default())
-        .await?;
+    ch.queue_unbind(
+        &topology.queue,
+        &topology.events_exchange,
+        sms_shared::amqp::MESSAGE_ROUTING_KEY,
+        Default::default(),
+    )
+    .await?;
     let _ = conn.close(200, "done").await;
     run.submit(0, 10, 50).await?;
-    let metrics = run.client.http.get(run.client.url("/metrics")).send().await?.text().await?;
+    let metrics = run
+        .client
+        .http
+        .get(run.client.url("/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
     let returned = metrics
         .lines()
         .find(|l| l.starts_with("sms_events_returned_total "))
@@ -222,7 +279,12 @@ async fn unroutable_publish(ctx: &mut Ctx) -> anyhow::Result<Tally> {
         eventually(10, || async {
             let m = run.client.http.get(run.client.url("/metrics")).send().await;
             match m {
-                Ok(r) => r.text().await.unwrap_or_default().lines().any(|l| l.starts_with("sms_events_returned_total ") && !l.ends_with(" 0")),
+                Ok(r) => r
+                    .text()
+                    .await
+                    .unwrap_or_default()
+                    .lines()
+                    .any(|l| l.starts_with("sms_events_returned_total ") && !l.ends_with(" 0")),
                 Err(_) => false,
             }
         })
@@ -246,7 +308,13 @@ async fn frozen_agent(ctx: &mut Ctx) -> anyhow::Result<Tally> {
     let mut run = Run::start(ctx, &[("LEASE_SECONDS", "2")], None, 1).await?;
     run.stack.start_dispatcher(None)?;
     run.submit(0, 0, 10).await?;
-    ensure!(eventually(30, || async { run.count(doc! {"staged": true}).await == 10 }).await, "not staged");
+    ensure!(
+        eventually(30, || async {
+            run.count(doc! {"staged": true}).await == 10
+        })
+        .await,
+        "not staged"
+    );
     let (agent, token) = run.setup.agents[0].clone();
     // Phone A leases everything, then freezes past the lease.
     let frozen = run.client.lease(&token, 50).await?;
@@ -259,44 +327,88 @@ async fn frozen_agent(ctx: &mut Ctx) -> anyhow::Result<Tally> {
                 phone: "phone-A".into(),
                 lease_id: j["lease_id"].as_str().unwrap_or_default().into(),
                 received_at: now,
-                expires_at: chrono::DateTime::parse_from_rfc3339(j["lease_expires_at"].as_str().unwrap_or_default())
-                    .map(|t| t.with_timezone(&chrono::Utc))
-                    .unwrap_or(now),
+                expires_at: chrono::DateTime::parse_from_rfc3339(
+                    j["lease_expires_at"].as_str().unwrap_or_default(),
+                )
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .unwrap_or(now),
             },
         );
     }
     tokio::time::sleep(Duration::from_millis(2600)).await;
     // Phone B (the same agent's app after a restart) leases the expired jobs and sends them.
-    let got = phones::poll_once(&run.client, &run.ledger, &format!("{agent}-B"), &token, Behaviour::Deliver).await?;
+    let got = phones::poll_once(
+        &run.client,
+        &run.ledger,
+        &format!("{agent}-B"),
+        &token,
+        Behaviour::Deliver,
+    )
+    .await?;
     ensure!(got == 10, "phone B re-leased {got} jobs");
     // Phone A wakes up and reports with its stale leases: every item must be refused.
     let late: Vec<Value> = frozen
         .iter()
-        .map(|j| json!({"message_id": j["message_id"], "status": "SENT", "lease_id": j["lease_id"]}))
+        .map(
+            |j| json!({"message_id": j["message_id"], "status": "SENT", "lease_id": j["lease_id"]}),
+        )
         .collect();
     let results = run.client.report(&token, late).await?;
     let accepted = results.iter().filter(|r| r["ok"] == true).count();
     ensure!(accepted == 0, "{accepted} stale reports were accepted");
-    ensure!(results.iter().all(|r| r["error"] == "STALE_LEASE"), "stale reports not refused as STALE_LEASE: {results:?}");
+    ensure!(
+        results.iter().all(|r| r["error"] == "STALE_LEASE"),
+        "stale reports not refused as STALE_LEASE: {results:?}"
+    );
     run.settle(60).await
 }
 
 async fn agent_dies_after_sending(ctx: &mut Ctx) -> anyhow::Result<Tally> {
-    let mut run = Run::start(ctx, &[("SENDING_TIMEOUT_SECONDS", "2"), ("RECONCILE_INTERVAL_MS", "200")], None, 1).await?;
+    let mut run = Run::start(
+        ctx,
+        &[
+            ("SENDING_TIMEOUT_SECONDS", "2"),
+            ("RECONCILE_INTERVAL_MS", "200"),
+        ],
+        None,
+        1,
+    )
+    .await?;
     run.stack.start_dispatcher(None)?;
     run.submit(0, 0, 10).await?;
-    ensure!(eventually(30, || async { run.count(doc! {"staged": true}).await == 10 }).await, "not staged");
+    ensure!(
+        eventually(30, || async {
+            run.count(doc! {"staged": true}).await == 10
+        })
+        .await,
+        "not staged"
+    );
     let (agent, token) = run.setup.agents[0].clone();
-    let got = phones::poll_once(&run.client, &run.ledger, &agent, &token, Behaviour::DieAfterSending).await?;
+    let got = phones::poll_once(
+        &run.client,
+        &run.ledger,
+        &agent,
+        &token,
+        Behaviour::DieAfterSending,
+    )
+    .await?;
     ensure!(got == 10, "leased {got}");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    ensure!(run.client.lease(&token, 50).await?.is_empty(), "a SENDING message was handed out again");
+    ensure!(
+        run.client.lease(&token, 50).await?.is_empty(),
+        "a SENDING message was handed out again"
+    );
     let failed = eventually(20, || async {
-        run.count(doc! {"status": "FAILED", "last_error": "SENDING_TIMEOUT"}).await == 10
+        run.count(doc! {"status": "FAILED", "last_error": "SENDING_TIMEOUT"})
+            .await
+            == 10
     })
     .await;
     ensure!(failed, "SENDING messages were not failed after the timeout");
-    ensure!(run.client.lease(&token, 50).await?.is_empty(), "a timed-out message was handed out again");
+    ensure!(
+        run.client.lease(&token, 50).await?.is_empty(),
+        "a timed-out message was handed out again"
+    );
     run.settle(30).await
 }
 
@@ -309,44 +421,114 @@ async fn duplicate_pairs(ctx: &mut Ctx) -> anyhow::Result<Tally> {
         pairs.push(r.clone());
         pairs.push(r);
     }
-    let accepted = run.client.submit(&run.setup, 0, &pairs).await?.context("submit")?;
+    let accepted = run
+        .client
+        .submit(&run.setup, 0, &pairs)
+        .await?
+        .context("submit")?;
     run.accepted.push(accepted);
     let tally = run.settle(90).await?;
-    ensure!(tally.canceled == 200 && tally.delivered == 200, "expected 200 canceled and 200 delivered: {tally}");
+    ensure!(
+        tally.canceled == 200 && tally.delivered == 200,
+        "expected 200 canceled and 200 delivered: {tally}"
+    );
     Ok(tally)
 }
 
 async fn expect(res: reqwest::Response, status: u16, code: &str, what: &str) -> anyhow::Result<()> {
     let got = res.status().as_u16();
     let body: Value = res.json().await.unwrap_or(Value::Null);
-    ensure!(got == status && body["code"] == code, "{what}: expected {status} {code}, got {got} {body}");
+    ensure!(
+        got == status && body["code"] == code,
+        "{what}: expected {status} {code}, got {got} {body}"
+    );
     Ok(())
 }
 
 async fn hostile_input(ctx: &mut Ctx) -> anyhow::Result<Tally> {
-    let mut run = Run::start(ctx, &[("MAX_BODY_BYTES", "65536"), ("MAX_RECIPIENTS_PER_REQUEST", "100")], None, 2).await?;
+    let mut run = Run::start(
+        ctx,
+        &[
+            ("MAX_BODY_BYTES", "65536"),
+            ("MAX_RECIPIENTS_PER_REQUEST", "100"),
+        ],
+        None,
+        2,
+    )
+    .await?;
     run.stack.start_dispatcher(None)?;
     run.submit(0, 0, 5).await?;
     let (c, s) = (run.client.clone(), run.setup.clone());
     let other = c.setup(0).await?;
     let http = &c.http;
     let request_id = run.accepted[0].0.clone();
-    let msgs: Value = http.get(c.url("/messages/all")).header("X-API-Key", &s.key).send().await?.json().await?;
-    let message_id = msgs["items"][0]["id"].as_str().context("a message")?.to_owned();
-    let before = (run.count(doc! {}).await, run.db.collection::<Document>("api_keys").count_documents(doc! {}).await?);
+    let msgs: Value = http
+        .get(c.url("/messages/all"))
+        .header("X-API-Key", &s.key)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let message_id = msgs["items"][0]["id"]
+        .as_str()
+        .context("a message")?
+        .to_owned();
+    let before = (
+        run.count(doc! {}).await,
+        run.db
+            .collection::<Document>("api_keys")
+            .count_documents(doc! {})
+            .await?,
+    );
 
     // Another tenant's ids on every read route.
-    for path in [format!("/requests/{request_id}"), format!("/messages?request_id={request_id}"), format!("/messages/{message_id}")] {
-        expect(http.get(c.url(&path)).header("X-API-Key", &other.key).send().await?, 404, "NOT_FOUND", &path).await?;
+    for path in [
+        format!("/requests/{request_id}"),
+        format!("/messages?request_id={request_id}"),
+        format!("/messages/{message_id}"),
+    ] {
+        expect(
+            http.get(c.url(&path))
+                .header("X-API-Key", &other.key)
+                .send()
+                .await?,
+            404,
+            "NOT_FOUND",
+            &path,
+        )
+        .await?;
     }
-    let foreign_all: Value = http.get(c.url("/messages/all")).header("X-API-Key", &other.key).send().await?.json().await?;
-    ensure!(foreign_all["total"] == 0, "another tenant listed foreign messages");
+    let foreign_all: Value = http
+        .get(c.url("/messages/all"))
+        .header("X-API-Key", &other.key)
+        .send()
+        .await?
+        .json()
+        .await?;
+    ensure!(
+        foreign_all["total"] == 0,
+        "another tenant listed foreign messages"
+    );
 
     // Another agent's message on report.
-    ensure!(eventually(30, || async { run.count(doc! {"staged": true}).await == 5 }).await, "not staged");
-    let results = c.report(&s.agents[1].1, vec![json!({"message_id": message_id, "status": "SENT"})]).await?;
-    ensure!(results[0]["ok"] == false && results[0]["error"] == "NOT_FOUND", "foreign report: {results:?}");
-    ensure!(results[0].get("status").is_none_or(|v| v.is_null()), "a foreign report revealed the status");
+    ensure!(
+        eventually(30, || async { run.count(doc! {"staged": true}).await == 5 }).await,
+        "not staged"
+    );
+    let results = c
+        .report(
+            &s.agents[1].1,
+            vec![json!({"message_id": message_id, "status": "SENT"})],
+        )
+        .await?;
+    ensure!(
+        results[0]["ok"] == false && results[0]["error"] == "NOT_FOUND",
+        "foreign report: {results:?}"
+    );
+    ensure!(
+        results[0].get("status").is_none_or(|v| v.is_null()),
+        "a foreign report revealed the status"
+    );
 
     // Forged, expired and `none` JWTs.
     use base64::Engine;
@@ -358,43 +540,126 @@ async fn hostile_input(ctx: &mut Ctx) -> anyhow::Result<Tally> {
         &json!({"sub": "x", "exp": chrono::Utc::now().timestamp() - 600}),
         &jsonwebtoken::EncodingKey::from_secret(crate::stack::JWT_SECRET.as_bytes()),
     )?;
-    let none = format!("{}.{}.", b64(json!({"alg": "none"})), b64(json!({"sub": "x", "exp": exp})));
+    let none = format!(
+        "{}.{}.",
+        b64(json!({"alg": "none"})),
+        b64(json!({"sub": "x", "exp": exp}))
+    );
     for (what, token) in [("forged", &forged), ("expired", &expired), ("none", &none)] {
-        let res = http.post(c.url("/admin/api-keys")).bearer_auth(token).json(&json!({"client_name": "x", "scopes": ["sms:send"]})).send().await?;
+        let res = http
+            .post(c.url("/admin/api-keys"))
+            .bearer_auth(token)
+            .json(&json!({"client_name": "x", "scopes": ["sms:send"]}))
+            .send()
+            .await?;
         expect(res, 401, "UNAUTHORIZED", what).await?;
     }
 
     // Unknown and revoked API keys.
     let send = |key: String, body: Value| {
         let c = c.clone();
-        async move { c.http.post(c.url("/requests")).header("X-API-Key", key).json(&body).send().await }
+        async move {
+            c.http
+                .post(c.url("/requests"))
+                .header("X-API-Key", key)
+                .json(&body)
+                .send()
+                .await
+        }
     };
     let good = json!({"template_id": s.template_id, "agent_id": s.agents[0].0, "messages": [{"to": "0901234567", "variables": {"CODE": "1"}}]});
-    expect(send(format!("scsms_live_{}", "x".repeat(43)), good.clone()).await?, 401, "UNAUTHORIZED", "unknown key").await?;
-    let keys: Value = http.get(c.url("/admin/api-keys")).bearer_auth(&c.operator).send().await?.json().await?;
-    let other_id = keys["items"].as_array().context("keys")?.iter().find(|k| other.key.starts_with(k["key_prefix"].as_str().unwrap_or("-"))).context("other key")?["id"]
+    expect(
+        send(format!("scsms_live_{}", "x".repeat(43)), good.clone()).await?,
+        401,
+        "UNAUTHORIZED",
+        "unknown key",
+    )
+    .await?;
+    let keys: Value = http
+        .get(c.url("/admin/api-keys"))
+        .bearer_auth(&c.operator)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let other_id = keys["items"]
+        .as_array()
+        .context("keys")?
+        .iter()
+        .find(|k| {
+            other
+                .key
+                .starts_with(k["key_prefix"].as_str().unwrap_or("-"))
+        })
+        .context("other key")?["id"]
         .as_str()
         .context("id")?
         .to_owned();
-    http.delete(c.url(&format!("/admin/api-keys/{other_id}"))).bearer_auth(&c.operator).send().await?;
-    expect(send(other.key.clone(), good.clone()).await?, 401, "UNAUTHORIZED", "revoked key").await?;
+    http.delete(c.url(&format!("/admin/api-keys/{other_id}")))
+        .bearer_auth(&c.operator)
+        .send()
+        .await?;
+    expect(
+        send(other.key.clone(), good.clone()).await?,
+        401,
+        "UNAUTHORIZED",
+        "revoked key",
+    )
+    .await?;
 
     // Malformed and international numbers, unknown fields, oversized bodies and recipient lists.
     for to in ["12", "+14155552671", "09O1234567"] {
         let body = json!({"template_id": s.template_id, "agent_id": s.agents[0].0, "messages": [{"to": to, "variables": {"CODE": "1"}}]});
-        expect(send(s.key.clone(), body).await?, 400, "VALIDATION_ERROR", to).await?;
+        expect(
+            send(s.key.clone(), body).await?,
+            400,
+            "VALIDATION_ERROR",
+            to,
+        )
+        .await?;
     }
     let mut unknown = good.clone();
     unknown["agent_ownership"] = json!("mine");
-    expect(send(s.key.clone(), unknown).await?, 400, "INVALID_JSON", "unknown field").await?;
+    expect(
+        send(s.key.clone(), unknown).await?,
+        400,
+        "INVALID_JSON",
+        "unknown field",
+    )
+    .await?;
     let huge = json!({"template_id": s.template_id, "agent_id": s.agents[0].0, "messages": [{"to": "0901234567", "variables": {"CODE": "x".repeat(70_000)}}]});
-    expect(send(s.key.clone(), huge).await?, 413, "PAYLOAD_TOO_LARGE", "oversized body").await?;
-    let many: Vec<Value> = recipients(100, 101).into_iter().map(|(to, code)| json!({"to": to, "variables": {"CODE": code}})).collect();
-    let too_many = json!({"template_id": s.template_id, "agent_id": s.agents[0].0, "messages": many});
-    expect(send(s.key.clone(), too_many).await?, 400, "VALIDATION_ERROR", "too many recipients").await?;
+    expect(
+        send(s.key.clone(), huge).await?,
+        413,
+        "PAYLOAD_TOO_LARGE",
+        "oversized body",
+    )
+    .await?;
+    let many: Vec<Value> = recipients(100, 101)
+        .into_iter()
+        .map(|(to, code)| json!({"to": to, "variables": {"CODE": code}}))
+        .collect();
+    let too_many =
+        json!({"template_id": s.template_id, "agent_id": s.agents[0].0, "messages": many});
+    expect(
+        send(s.key.clone(), too_many).await?,
+        400,
+        "VALIDATION_ERROR",
+        "too many recipients",
+    )
+    .await?;
 
-    let after = (run.count(doc! {}).await, run.db.collection::<Document>("api_keys").count_documents(doc! {}).await?);
-    ensure!(before == after, "hostile input changed state: {before:?} -> {after:?}");
+    let after = (
+        run.count(doc! {}).await,
+        run.db
+            .collection::<Document>("api_keys")
+            .count_documents(doc! {})
+            .await?,
+    );
+    ensure!(
+        before == after,
+        "hostile input changed state: {before:?} -> {after:?}"
+    );
 
     // A quota burst from concurrent clients never accepts more than the quota.
     let res = http
@@ -403,8 +668,14 @@ async fn hostile_input(ctx: &mut Ctx) -> anyhow::Result<Tally> {
         .json(&json!({"client_name": "burst", "scopes": ["sms:send"], "rate_limit_per_day": 20}))
         .send()
         .await?;
-    let burst_key = res.json::<Value>().await?["plain_key"].as_str().context("plain_key")?.to_owned();
-    let burst = Setup { key: burst_key, ..s.clone() };
+    let burst_key = res.json::<Value>().await?["plain_key"]
+        .as_str()
+        .context("plain_key")?
+        .to_owned();
+    let burst = Setup {
+        key: burst_key,
+        ..s.clone()
+    };
     let submits = (0..60).map(|i| {
         let (c, burst) = (c.clone(), burst.clone());
         async move { c.submit(&burst, 0, &recipients(1000 + i, 1)).await }
@@ -421,6 +692,9 @@ async fn hostile_input(ctx: &mut Ctx) -> anyhow::Result<Tally> {
             Err(e) => return Err(e),
         }
     }
-    ensure!(accepted == 20, "the burst got {accepted} accepted for a quota of 20");
+    ensure!(
+        accepted == 20,
+        "the burst got {accepted} accepted for a quota of 20"
+    );
     run.settle(60).await
 }

@@ -31,7 +31,10 @@ pub fn free_port() -> u16 {
 async fn wait_port(port: u16, secs: u64) -> bool {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     while tokio::time::Instant::now() < deadline {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -68,9 +71,19 @@ impl Mongo {
     /// Starts the server on the same port and data directory.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
         let child = Command::new(&self.bin)
-            .args(["--host", "127.0.0.1", "--port", &self.port.to_string(), "--log-level", "WARNING"])
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &self.port.to_string(),
+                "--log-level",
+                "WARNING",
+            ])
             .arg("--storage-path")
             .arg(&self.dir)
             .stdout(log.try_clone()?)
@@ -153,7 +166,10 @@ impl Stack {
 
     fn spawn(&self, bin: &PathBuf, name: &str, extra: &[(&str, &str)]) -> anyhow::Result<Child> {
         let log_path = self.logs.join(format!("{}-{name}.log", self.prefix));
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
         let mut cmd = Command::new(bin);
         cmd.env_clear()
             .envs(&self.env)
@@ -163,7 +179,8 @@ impl Stack {
             .stdout(log.try_clone()?)
             .stderr(log)
             .kill_on_drop(true);
-        cmd.spawn().with_context(|| format!("starting {}", bin.display()))
+        cmd.spawn()
+            .with_context(|| format!("starting {}", bin.display()))
     }
 
     /// Starts the API (optionally with an `SMS_FAULT` crash point) and waits until it listens.
@@ -183,7 +200,9 @@ impl Stack {
 
     /// Waits for the API process to exit by itself (a crash point firing).
     pub async fn wait_api_exit(&mut self, secs: u64) -> anyhow::Result<()> {
-        let Some(child) = self.api.as_mut() else { return Ok(()) };
+        let Some(child) = self.api.as_mut() else {
+            return Ok(());
+        };
         match tokio::time::timeout(Duration::from_secs(secs), child.wait()).await {
             Ok(_) => {
                 self.api = None;
@@ -203,14 +222,22 @@ impl Stack {
     pub fn start_dispatcher(&mut self, fault: Option<&str>) -> anyhow::Result<()> {
         let extra: Vec<(&str, &str)> = fault.map(|f| vec![("SMS_FAULT", f)]).unwrap_or_default();
         let n = self.dispatchers.len();
-        let child = self.spawn(&self.bins.dispatcher.clone(), &format!("dispatcher{n}"), &extra)?;
+        let child = self.spawn(
+            &self.bins.dispatcher.clone(),
+            &format!("dispatcher{n}"),
+            &extra,
+        )?;
         self.dispatchers.push(child);
         Ok(())
     }
 
     /// How many dispatcher processes have exited by themselves.
     pub fn exited_dispatchers(&mut self) -> usize {
-        self.dispatchers.iter_mut().map(|c| c.try_wait()).filter(|w| matches!(w, Ok(Some(_)))).count()
+        self.dispatchers
+            .iter_mut()
+            .map(|c| c.try_wait())
+            .filter(|w| matches!(w, Ok(Some(_))))
+            .count()
     }
 
     pub async fn stop_all(&mut self) {
@@ -227,7 +254,9 @@ impl Stack {
         if let Ok(client) = mongodb::Client::with_uri_str(&self.mongo_uri).await {
             let _ = client.database(&self.db_name).drop().await;
         }
-        if let Ok(conn) = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await {
+        if let Ok(conn) =
+            lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await
+        {
             if let Ok(ch) = conn.create_channel().await {
                 let t = sms_shared::amqp::Topology::new(&self.prefix);
                 for q in [&t.queue, &t.dead_letter_queue] {
@@ -244,9 +273,16 @@ impl Stack {
 
 /// Runs `rabbitmqctl` with `args` (stop_app / start_app / await_startup).
 pub async fn rabbitmqctl(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("rabbitmqctl").args(args).output().await.context("running rabbitmqctl")?;
+    let out = Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .await
+        .context("running rabbitmqctl")?;
     if !out.status.success() {
-        bail!("rabbitmqctl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "rabbitmqctl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(())
 }

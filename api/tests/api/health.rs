@@ -158,11 +158,23 @@ async fn a_configuration_error_names_its_variable() {
 async fn graceful_stop_finishes_publishing_what_was_accepted() {
     let mut app = spawn_app().await;
     let s = app.sender().await;
-    assert_eq!(app.submit(&s, &[("0901234567", "1"), ("0901234568", "2")]).await.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        app.submit(&s, &[("0901234567", "1"), ("0901234568", "2")])
+            .await
+            .status(),
+        StatusCode::ACCEPTED
+    );
     app.stop().await;
     // The server drained its background publishes before returning.
-    assert_eq!(app.count("sms_messages", mongodb::bson::doc! {"published": true}).await, 2);
-    assert!(app.client.get(app.url("/health")).send().await.is_err(), "no longer listening");
+    assert_eq!(
+        app.count("sms_messages", mongodb::bson::doc! {"published": true})
+            .await,
+        2
+    );
+    assert!(
+        app.client.get(app.url("/health")).send().await.is_err(),
+        "no longer listening"
+    );
 }
 
 #[tokio::test]
@@ -182,11 +194,16 @@ async fn the_binary_stops_cleanly_on_sigterm() {
         .spawn()
         .unwrap();
     let up = eventually(15, || async {
-        reqwest::get(format!("http://127.0.0.1:{port}/health")).await.is_ok_and(|r| r.status() == StatusCode::OK)
+        reqwest::get(format!("http://127.0.0.1:{port}/health"))
+            .await
+            .is_ok_and(|r| r.status() == StatusCode::OK)
     })
     .await;
     assert!(up, "binary did not come up");
-    let killed = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(killed.success());
     let status = tokio::task::spawn_blocking(move || {
         let status = child.wait().unwrap();

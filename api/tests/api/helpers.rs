@@ -296,9 +296,18 @@ impl Drop for DispatcherHandle {
 impl TestApp {
     pub fn spawn_dispatcher(&self) -> DispatcherHandle {
         let metrics = sms_shared::metrics::Metrics::new();
-        let dispatcher = sms_dispatcher::Dispatcher::new(self.db.clone(), metrics.clone(), self.config.rules.anti_dup_window);
+        let dispatcher = sms_dispatcher::Dispatcher::new(
+            self.db.clone(),
+            metrics.clone(),
+            self.config.rules.anti_dup_window,
+        );
         let stop = tokio_util::sync::CancellationToken::new();
-        let task = tokio::spawn(sms_dispatcher::run(self.config.amqp.clone(), 32, dispatcher, stop.clone()));
+        let task = tokio::spawn(sms_dispatcher::run(
+            self.config.amqp.clone(),
+            32,
+            dispatcher,
+            stop.clone(),
+        ));
         DispatcherHandle {
             metrics,
             stop,
@@ -308,10 +317,25 @@ impl TestApp {
 
     /// Creates and approves a template; returns its id.
     pub async fn approved_template(&self, name: &str, content: &str) -> String {
-        let res = self.post("/sms/templates", Auth::Operator, json!({"name": name, "content": content})).await;
+        let res = self
+            .post(
+                "/sms/templates",
+                Auth::Operator,
+                json!({"name": name, "content": content}),
+            )
+            .await;
         assert_eq!(res.status(), StatusCode::CREATED);
-        let id = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
-        let res = self.post(&format!("/sms/templates/{id}/approve"), Auth::Operator, json!({})).await;
+        let id = res.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let res = self
+            .post(
+                &format!("/sms/templates/{id}/approve"),
+                Auth::Operator,
+                json!({}),
+            )
+            .await;
         assert_eq!(res.status(), StatusCode::OK);
         id
     }
@@ -319,7 +343,9 @@ impl TestApp {
     /// A ready sender: an API key with both scopes, an approved `Ma OTP {CODE}` template and an agent.
     pub async fn sender(&self) -> Sender {
         let (key_id, key) = self.create_api_key(&["sms:send", "sms:read"], None).await;
-        let template_id = self.approved_template(&format!("otp-{}", unique()), "Ma OTP {CODE}").await;
+        let template_id = self
+            .approved_template(&format!("otp-{}", unique()), "Ma OTP {CODE}")
+            .await;
         let (agent_id, agent_token) = self.register_agent(&format!("agent-{}", unique())).await;
         Sender {
             key_id,
@@ -398,13 +424,16 @@ impl BrokerRelay {
         let f = flag.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
                 if !f.load(Ordering::SeqCst) {
                     drop(inbound);
                     continue;
                 }
                 tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:5672").await {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:5672").await
+                    {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                     }
                 });

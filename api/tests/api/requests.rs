@@ -18,16 +18,27 @@ async fn a_request_is_accepted_stored_published_and_staged() {
     let app = spawn_app().await;
     let s = app.sender().await;
     let dispatcher = app.spawn_dispatcher();
-    let res = app.submit(&s, &[("0901234567", "123456"), ("+84 912 345 678", "654321")]).await;
+    let res = app
+        .submit(
+            &s,
+            &[("0901234567", "123456"), ("+84 912 345 678", "654321")],
+        )
+        .await;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["total"], 2);
     assert_eq!(body["status"], "ACCEPTED");
     let request_id = body["request_id"].as_str().unwrap().to_owned();
 
-    assert!(eventually(10, || async { staged_count(&app).await == 2 }).await, "messages were not staged");
+    assert!(
+        eventually(10, || async { staged_count(&app).await == 2 }).await,
+        "messages were not staged"
+    );
     let page: Value = app
-        .get(&format!("/sms/messages?request_id={request_id}&limit=50&skip=0"), Auth::ApiKey(&s.key))
+        .get(
+            &format!("/sms/messages?request_id={request_id}&limit=50&skip=0"),
+            Auth::ApiKey(&s.key),
+        )
         .await
         .json()
         .await
@@ -44,16 +55,27 @@ async fn a_request_is_accepted_stored_published_and_staged() {
     assert_eq!(page["items"][1]["to"], "+84912345678");
     assert_eq!(app.count("sms_messages", doc! {"published": true}).await, 2);
 
-    let detail: Value = app.get(&format!("/sms/requests/{request_id}"), Auth::ApiKey(&s.key)).await.json().await.unwrap();
+    let detail: Value = app
+        .get(&format!("/sms/requests/{request_id}"), Auth::ApiKey(&s.key))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(detail["total"], 2);
     assert_eq!(detail["status_counts"]["PENDING"], 2);
     assert_eq!(detail["status_counts"]["SENT"], 0);
 
     let metrics = dispatcher.metrics.render();
     assert!(metrics.contains("sms_messages_staged_total 2"), "{metrics}");
-    assert!(metrics.contains("sms_stage_latency_seconds_count 2"), "{metrics}");
+    assert!(
+        metrics.contains("sms_stage_latency_seconds_count 2"),
+        "{metrics}"
+    );
     let api_metrics = app.get("/metrics", Auth::None).await.text().await.unwrap();
-    assert!(api_metrics.contains("sms_events_confirmed_total 2"), "{api_metrics}");
+    assert!(
+        api_metrics.contains("sms_events_confirmed_total 2"),
+        "{api_metrics}"
+    );
     dispatcher.stop().await;
 }
 
@@ -70,9 +92,23 @@ async fn priority_comes_from_request_then_template_then_default() {
         )
         .await;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
-    let t = app.post("/templates", Auth::Operator, json!({"name": "urgent", "content": "Khẩn: {CODE}", "priority_weight": 70})).await;
-    let tid = t.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
-    app.post(&format!("/templates/{tid}/approve"), Auth::Operator, json!({})).await;
+    let t = app
+        .post(
+            "/templates",
+            Auth::Operator,
+            json!({"name": "urgent", "content": "Khẩn: {CODE}", "priority_weight": 70}),
+        )
+        .await;
+    let tid = t.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.post(
+        &format!("/templates/{tid}/approve"),
+        Auth::Operator,
+        json!({}),
+    )
+    .await;
     let res = app
         .post(
             "/requests",
@@ -81,8 +117,21 @@ async fn priority_comes_from_request_then_template_then_default() {
         )
         .await;
     assert_eq!(res.status(), StatusCode::ACCEPTED);
-    let all: Value = app.get("/messages/all", Auth::ApiKey(&s.key)).await.json().await.unwrap();
-    let by_to = |to: &str| all["items"].as_array().unwrap().iter().find(|m| m["to"] == to).unwrap().clone();
+    let all: Value = app
+        .get("/messages/all", Auth::ApiKey(&s.key))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let by_to = |to: &str| {
+        all["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["to"] == to)
+            .unwrap()
+            .clone()
+    };
     assert_eq!(by_to("+84901234567")["priority_weight"], 90);
     let urgent = by_to("+84901234568");
     assert_eq!(urgent["priority_weight"], 70);
@@ -95,21 +144,49 @@ async fn a_duplicate_inside_the_window_is_canceled_and_outside_it_is_not() {
     let app = spawn_app_with(&[("ANTI_DUP_MINUTES", "0.03")]).await;
     let s = app.sender().await;
     let dispatcher = app.spawn_dispatcher();
-    assert_eq!(app.submit(&s, &[("0901234567", "111")]).await.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        app.submit(&s, &[("0901234567", "111")]).await.status(),
+        StatusCode::ACCEPTED
+    );
     assert!(eventually(10, || async { staged_count(&app).await == 1 }).await);
-    assert_eq!(app.submit(&s, &[("0901234567", "111")]).await.status(), StatusCode::ACCEPTED);
-    assert!(eventually(10, || async { app.count("sms_messages", doc! {"status": "CANCELED"}).await == 1 }).await);
-    let canceled = app.count("sms_messages", doc! {"status": "CANCELED", "last_error": "DUPLICATE_RECENT"}).await;
+    assert_eq!(
+        app.submit(&s, &[("0901234567", "111")]).await.status(),
+        StatusCode::ACCEPTED
+    );
+    assert!(
+        eventually(10, || async {
+            app.count("sms_messages", doc! {"status": "CANCELED"}).await == 1
+        })
+        .await
+    );
+    let canceled = app
+        .count(
+            "sms_messages",
+            doc! {"status": "CANCELED", "last_error": "DUPLICATE_RECENT"},
+        )
+        .await;
     assert_eq!(canceled, 1);
     // A different text to the same number is not a duplicate.
-    assert_eq!(app.submit(&s, &[("0901234567", "222")]).await.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        app.submit(&s, &[("0901234567", "222")]).await.status(),
+        StatusCode::ACCEPTED
+    );
     assert!(eventually(10, || async { staged_count(&app).await == 2 }).await);
     // Once the window (1.8 s) has passed, the same text is staged again.
     tokio::time::sleep(std::time::Duration::from_millis(2000)).await;
-    assert_eq!(app.submit(&s, &[("0901234567", "111")]).await.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        app.submit(&s, &[("0901234567", "111")]).await.status(),
+        StatusCode::ACCEPTED
+    );
     assert!(eventually(10, || async { staged_count(&app).await == 3 }).await);
-    assert_eq!(app.count("sms_messages", doc! {"status": "CANCELED"}).await, 1);
-    assert!(dispatcher.metrics.render().contains("sms_messages_canceled_duplicate_total 1"));
+    assert_eq!(
+        app.count("sms_messages", doc! {"status": "CANCELED"}).await,
+        1
+    );
+    assert!(dispatcher
+        .metrics
+        .render()
+        .contains("sms_messages_canceled_duplicate_total 1"));
 }
 
 #[tokio::test]
@@ -123,17 +200,37 @@ async fn two_dispatchers_stage_exactly_one_of_each_duplicate_pair() {
         recipients.push((n.as_str(), "2468"));
     }
     let (d1, d2) = (app.spawn_dispatcher(), app.spawn_dispatcher());
-    assert_eq!(app.submit(&s, &recipients).await.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        app.submit(&s, &recipients).await.status(),
+        StatusCode::ACCEPTED
+    );
     let settled = eventually(30, || async {
-        app.count("sms_messages", doc! {"$or": [{"staged": true}, {"status": "CANCELED"}]}).await == 400
+        app.count(
+            "sms_messages",
+            doc! {"$or": [{"staged": true}, {"status": "CANCELED"}]},
+        )
+        .await
+            == 400
     })
     .await;
     assert!(settled, "not every message was settled");
     assert_eq!(staged_count(&app).await, 200);
-    assert_eq!(app.count("sms_messages", doc! {"status": "CANCELED", "last_error": "DUPLICATE_RECENT"}).await, 200);
+    assert_eq!(
+        app.count(
+            "sms_messages",
+            doc! {"status": "CANCELED", "last_error": "DUPLICATE_RECENT"}
+        )
+        .await,
+        200
+    );
     for n in &nums {
         let to = format!("+84{}", &n[1..]);
-        assert_eq!(app.count("sms_messages", doc! {"to": &to, "staged": true}).await, 1, "{to}");
+        assert_eq!(
+            app.count("sms_messages", doc! {"to": &to, "staged": true})
+                .await,
+            1,
+            "{to}"
+        );
     }
     d1.stop().await;
     d2.stop().await;
@@ -144,18 +241,39 @@ async fn a_broker_outage_at_submit_loses_nothing() {
     let relay = BrokerRelay::start(false).await;
     let app = spawn_app_with(&[("AMQP_URL", &relay.url())]).await;
     let s = app.sender().await;
-    let res = app.submit(&s, &[("0901234567", "1"), ("0901234568", "2")]).await;
-    assert_eq!(res.status(), StatusCode::ACCEPTED, "accepted while the broker is away");
-    assert_eq!(app.count("sms_messages", doc! {"published": false}).await, 2);
+    let res = app
+        .submit(&s, &[("0901234567", "1"), ("0901234568", "2")])
+        .await;
+    assert_eq!(
+        res.status(),
+        StatusCode::ACCEPTED,
+        "accepted while the broker is away"
+    );
+    assert_eq!(
+        app.count("sms_messages", doc! {"published": false}).await,
+        2
+    );
     tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
-    assert_eq!(app.count("sms_messages", doc! {"published": false}).await, 2, "nothing published yet");
+    assert_eq!(
+        app.count("sms_messages", doc! {"published": false}).await,
+        2,
+        "nothing published yet"
+    );
 
     relay.up();
     let dispatcher = app.spawn_dispatcher();
-    assert!(eventually(20, || async { app.count("sms_messages", doc! {"published": true}).await == 2 }).await);
+    assert!(
+        eventually(20, || async {
+            app.count("sms_messages", doc! {"published": true}).await == 2
+        })
+        .await
+    );
     assert!(eventually(20, || async { staged_count(&app).await == 2 }).await);
     let metrics = app.get("/metrics", Auth::None).await.text().await.unwrap();
-    assert!(metrics.contains("sms_outbox_republished_total 2"), "{metrics}");
+    assert!(
+        metrics.contains("sms_outbox_republished_total 2"),
+        "{metrics}"
+    );
     dispatcher.stop().await;
 }
 
@@ -165,10 +283,15 @@ async fn a_poison_event_is_dead_lettered_while_others_flow() {
     let s = app.sender().await;
     let dispatcher = app.spawn_dispatcher();
     // Make sure the topology exists, then publish garbage and an unknown id next to real work.
-    assert_eq!(app.submit(&s, &[("0901234567", "1")]).await.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        app.submit(&s, &[("0901234567", "1")]).await.status(),
+        StatusCode::ACCEPTED
+    );
     assert!(eventually(10, || async { staged_count(&app).await == 1 }).await);
     let topology = sms_shared::amqp::Topology::new(&app.config.amqp.prefix);
-    let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await.unwrap();
+    let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
     let ch = conn.create_channel().await.unwrap();
     for payload in [b"not json".to_vec(), br#"{"message_id":"0123456789abcdef01234567","request_id":"0123456789abcdef01234567","accepted_at_ms":0}"#.to_vec()] {
         ch.basic_publish(&topology.events_exchange, "message", Default::default(), &payload, Default::default())
@@ -177,18 +300,34 @@ async fn a_poison_event_is_dead_lettered_while_others_flow() {
             .await
             .unwrap();
     }
-    assert_eq!(app.submit(&s, &[("0901234568", "2")]).await.status(), StatusCode::ACCEPTED);
-    assert!(eventually(10, || async { staged_count(&app).await == 2 }).await, "good events kept flowing");
+    assert_eq!(
+        app.submit(&s, &[("0901234568", "2")]).await.status(),
+        StatusCode::ACCEPTED
+    );
+    assert!(
+        eventually(10, || async { staged_count(&app).await == 2 }).await,
+        "good events kept flowing"
+    );
     let dead = eventually(10, || async {
         let q = ch
-            .queue_declare(&topology.dead_letter_queue, lapin::options::QueueDeclareOptions { passive: true, ..Default::default() }, Default::default())
+            .queue_declare(
+                &topology.dead_letter_queue,
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
             .await
             .unwrap();
         q.message_count() == 2
     })
     .await;
     assert!(dead, "poison events are in the dead-letter queue");
-    assert!(dispatcher.metrics.render().contains("sms_events_dead_lettered_total 2"));
+    assert!(dispatcher
+        .metrics
+        .render()
+        .contains("sms_events_dead_lettered_total 2"));
     dispatcher.stop().await;
 }
 
@@ -198,17 +337,46 @@ async fn the_daily_quota_is_enforced_in_messages() {
     let mut s = app.sender().await;
     let (key_id, key) = app.create_api_key(&["sms:send", "sms:read"], Some(3)).await;
     s.key = key;
-    assert_eq!(app.submit(&s, &[("0901234567", "1"), ("0901234568", "2")]).await.status(), StatusCode::ACCEPTED);
-    let res = app.submit(&s, &[("0901234569", "3"), ("0901234570", "4")]).await;
-    let retry_after: i64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert_eq!(
+        app.submit(&s, &[("0901234567", "1"), ("0901234568", "2")])
+            .await
+            .status(),
+        StatusCode::ACCEPTED
+    );
+    let res = app
+        .submit(&s, &[("0901234569", "3"), ("0901234570", "4")])
+        .await;
+    let retry_after: i64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=86_400).contains(&retry_after));
     assert_error(res, StatusCode::TOO_MANY_REQUESTS, "QUOTA_EXCEEDED").await;
-    assert_eq!(app.count("sms_messages", doc! {}).await, 2, "nothing stored for the refused request");
+    assert_eq!(
+        app.count("sms_messages", doc! {}).await,
+        2,
+        "nothing stored for the refused request"
+    );
     assert_eq!(app.count("sms_requests", doc! {}).await, 1);
-    assert_eq!(app.submit(&s, &[("0901234571", "5")]).await.status(), StatusCode::ACCEPTED, "the last unit fits");
-    assert_eq!(app.submit(&s, &[("0901234572", "6")]).await.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        app.submit(&s, &[("0901234571", "5")]).await.status(),
+        StatusCode::ACCEPTED,
+        "the last unit fits"
+    );
+    assert_eq!(
+        app.submit(&s, &[("0901234572", "6")]).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
     let oid = mongodb::bson::oid::ObjectId::parse_str(&key_id).unwrap();
-    assert_eq!(app.db.usage.used_today(oid, chrono::Utc::now()).await.unwrap(), 3);
+    assert_eq!(
+        app.db
+            .usage
+            .used_today(oid, chrono::Utc::now())
+            .await
+            .unwrap(),
+        3
+    );
 }
 
 #[tokio::test]
@@ -226,41 +394,119 @@ async fn concurrent_bursts_never_exceed_the_quota() {
         })
         .collect();
     let results = futures::future::join_all(futures).await;
-    let accepted = results.iter().filter(|r| r.status() == StatusCode::ACCEPTED).count();
-    let refused = results.iter().filter(|r| r.status() == StatusCode::TOO_MANY_REQUESTS).count();
+    let accepted = results
+        .iter()
+        .filter(|r| r.status() == StatusCode::ACCEPTED)
+        .count();
+    let refused = results
+        .iter()
+        .filter(|r| r.status() == StatusCode::TOO_MANY_REQUESTS)
+        .count();
     assert_eq!((accepted, refused), (10, 20));
     assert_eq!(app.count("sms_messages", doc! {}).await, 10);
 }
 
 #[tokio::test]
 async fn every_validation_failure_is_400_and_stores_nothing() {
-    let app = spawn_app_with(&[("MAX_RECIPIENTS_PER_REQUEST", "3"), ("MAX_TEXT_LENGTH", "30")]).await;
+    let app = spawn_app_with(&[
+        ("MAX_RECIPIENTS_PER_REQUEST", "3"),
+        ("MAX_TEXT_LENGTH", "30"),
+    ])
+    .await;
     let s = app.sender().await;
-    let draft = app.post("/templates", Auth::Operator, json!({"name": "draft", "content": "x {CODE}"})).await;
-    let draft_id = draft.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let draft = app
+        .post(
+            "/templates",
+            Auth::Operator,
+            json!({"name": "draft", "content": "x {CODE}"}),
+        )
+        .await;
+    let draft_id = draft.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let (off_agent, _) = app.register_agent("agent-off").await;
-    app.request(Method::PATCH, &format!("/admin/agents/{off_agent}"), Auth::Operator, Some(json!({"is_active": false}))).await;
+    app.request(
+        Method::PATCH,
+        &format!("/admin/agents/{off_agent}"),
+        Auth::Operator,
+        Some(json!({"is_active": false})),
+    )
+    .await;
     let ok_msg = json!([{"to": "0901234567", "variables": {"CODE": "1"}}]);
     let body = |t: &str, a: &str, m: Value| json!({"template_id": t, "agent_id": a, "messages": m});
     let cases = [
-        (body("0123456789abcdef01234567", &s.agent_id, ok_msg.clone()), "template_id"),
+        (
+            body("0123456789abcdef01234567", &s.agent_id, ok_msg.clone()),
+            "template_id",
+        ),
         (body("nope", &s.agent_id, ok_msg.clone()), "template_id"),
         (body(&draft_id, &s.agent_id, ok_msg.clone()), "template_id"),
-        (body(&s.template_id, "0123456789abcdef01234567", ok_msg.clone()), "agent_id"),
+        (
+            body(&s.template_id, "0123456789abcdef01234567", ok_msg.clone()),
+            "agent_id",
+        ),
         (body(&s.template_id, &off_agent, ok_msg.clone()), "agent_id"),
         (body(&s.template_id, &s.agent_id, json!([])), "messages"),
-        (body(&s.template_id, &s.agent_id, json!([
+        (
+            body(
+                &s.template_id,
+                &s.agent_id,
+                json!([
             {"to": "0901234567", "variables": {"CODE": "1"}}, {"to": "0901234568", "variables": {"CODE": "1"}},
-            {"to": "0901234569", "variables": {"CODE": "1"}}, {"to": "0901234570", "variables": {"CODE": "1"}}])), "messages"),
-        (body(&s.template_id, &s.agent_id, json!([{"to": "0901234567", "variables": {"CODE": "1"}}, {"to": "12345", "variables": {"CODE": "1"}}])), "messages[1].to"),
-        (body(&s.template_id, &s.agent_id, json!([{"to": "+14155552671", "variables": {"CODE": "1"}}])), "messages[0].to"),
-        (body(&s.template_id, &s.agent_id, json!([{"to": "0901234567", "variables": {}}])), "messages[0].variables"),
-        (body(&s.template_id, &s.agent_id, json!([{"to": "0901234567", "variables": {"CODE": {"a": 1}}}])), "messages[0].variables.CODE"),
-        (body(&s.template_id, &s.agent_id, json!([{"to": "0901234567", "variables": {"CODE": "x".repeat(40)}}])), "messages[0].text"),
-        (json!({"template_id": s.template_id, "agent_id": s.agent_id, "messages": ok_msg, "priority_weight": 101}), "priority_weight"),
+            {"to": "0901234569", "variables": {"CODE": "1"}}, {"to": "0901234570", "variables": {"CODE": "1"}}]),
+            ),
+            "messages",
+        ),
+        (
+            body(
+                &s.template_id,
+                &s.agent_id,
+                json!([{"to": "0901234567", "variables": {"CODE": "1"}}, {"to": "12345", "variables": {"CODE": "1"}}]),
+            ),
+            "messages[1].to",
+        ),
+        (
+            body(
+                &s.template_id,
+                &s.agent_id,
+                json!([{"to": "+14155552671", "variables": {"CODE": "1"}}]),
+            ),
+            "messages[0].to",
+        ),
+        (
+            body(
+                &s.template_id,
+                &s.agent_id,
+                json!([{"to": "0901234567", "variables": {}}]),
+            ),
+            "messages[0].variables",
+        ),
+        (
+            body(
+                &s.template_id,
+                &s.agent_id,
+                json!([{"to": "0901234567", "variables": {"CODE": {"a": 1}}}]),
+            ),
+            "messages[0].variables.CODE",
+        ),
+        (
+            body(
+                &s.template_id,
+                &s.agent_id,
+                json!([{"to": "0901234567", "variables": {"CODE": "x".repeat(40)}}]),
+            ),
+            "messages[0].text",
+        ),
+        (
+            json!({"template_id": s.template_id, "agent_id": s.agent_id, "messages": ok_msg, "priority_weight": 101}),
+            "priority_weight",
+        ),
     ];
     for (payload, field) in cases {
-        let res = app.post("/sms/requests", Auth::ApiKey(&s.key), payload).await;
+        let res = app
+            .post("/sms/requests", Auth::ApiKey(&s.key), payload)
+            .await;
         let err = assert_error(res, StatusCode::BAD_REQUEST, "VALIDATION_ERROR").await;
         assert!(err["errors"][field].is_array(), "{field}: {err}");
     }
@@ -278,28 +524,84 @@ async fn api_keys_need_the_right_scope_and_must_be_live() {
     let app = spawn_app().await;
     let s = app.sender().await;
     let accepted = app.submit(&s, &[("0901234567", "1")]).await;
-    let request_id = accepted.json::<Value>().await.unwrap()["request_id"].as_str().unwrap().to_owned();
+    let request_id = accepted.json::<Value>().await.unwrap()["request_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     let (_, read_only) = app.create_api_key(&["sms:read"], None).await;
     let (_, send_only) = app.create_api_key(&["sms:send"], None).await;
     let payload = json!({"template_id": s.template_id, "agent_id": s.agent_id, "messages": [{"to": "0901234567", "variables": {"CODE": "1"}}]});
-    assert_error(app.post("/requests", Auth::ApiKey(&read_only), payload.clone()).await, StatusCode::FORBIDDEN, "FORBIDDEN").await;
-    assert_error(app.get("/messages/all", Auth::ApiKey(&send_only)).await, StatusCode::FORBIDDEN, "FORBIDDEN").await;
-    assert_error(app.get(&format!("/requests/{request_id}"), Auth::ApiKey(&send_only)).await, StatusCode::FORBIDDEN, "FORBIDDEN").await;
+    assert_error(
+        app.post("/requests", Auth::ApiKey(&read_only), payload.clone())
+            .await,
+        StatusCode::FORBIDDEN,
+        "FORBIDDEN",
+    )
+    .await;
+    assert_error(
+        app.get("/messages/all", Auth::ApiKey(&send_only)).await,
+        StatusCode::FORBIDDEN,
+        "FORBIDDEN",
+    )
+    .await;
+    assert_error(
+        app.get(&format!("/requests/{request_id}"), Auth::ApiKey(&send_only))
+            .await,
+        StatusCode::FORBIDDEN,
+        "FORBIDDEN",
+    )
+    .await;
 
     let unknown = format!("scsms_live_{}", "A".repeat(43));
     for key in [unknown.as_str(), "garbage", ""] {
-        assert_error(app.post("/requests", Auth::ApiKey(key), payload.clone()).await, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
+        assert_error(
+            app.post("/requests", Auth::ApiKey(key), payload.clone())
+                .await,
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+        )
+        .await;
     }
-    assert_error(app.post("/requests", Auth::None, payload.clone()).await, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
+    assert_error(
+        app.post("/requests", Auth::None, payload.clone()).await,
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHORIZED",
+    )
+    .await;
 
-    app.request(Method::DELETE, &format!("/admin/api-keys/{}", s.key_id), Auth::Operator, None).await;
-    assert_error(app.post("/requests", Auth::ApiKey(&s.key), payload.clone()).await, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
-    assert_error(app.get("/messages/all", Auth::ApiKey(&s.key)).await, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
+    app.request(
+        Method::DELETE,
+        &format!("/admin/api-keys/{}", s.key_id),
+        Auth::Operator,
+        None,
+    )
+    .await;
+    assert_error(
+        app.post("/requests", Auth::ApiKey(&s.key), payload.clone())
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHORIZED",
+    )
+    .await;
+    assert_error(
+        app.get("/messages/all", Auth::ApiKey(&s.key)).await,
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHORIZED",
+    )
+    .await;
 
     // Operators may send too; their messages have no tenant.
-    assert_eq!(app.post("/requests", Auth::Operator, payload).await.status(), StatusCode::ACCEPTED);
-    assert_eq!(app.count("sms_messages", doc! {"api_key_id": null}).await, 1);
+    assert_eq!(
+        app.post("/requests", Auth::Operator, payload)
+            .await
+            .status(),
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        app.count("sms_messages", doc! {"api_key_id": null}).await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -308,28 +610,92 @@ async fn tenants_see_only_their_own_objects() {
     let a = app.sender().await;
     let mut b = app.sender().await;
     b.agent_id = a.agent_id.clone();
-    let ra = app.submit(&a, &[("0901234567", "1"), ("0901234568", "2")]).await.json::<Value>().await.unwrap();
-    let rb = app.submit(&b, &[("0901234569", "3")]).await.json::<Value>().await.unwrap();
-    let (ra, rb) = (ra["request_id"].as_str().unwrap().to_owned(), rb["request_id"].as_str().unwrap().to_owned());
-    let a_msgs: Value = app.get("/messages/all", Auth::ApiKey(&a.key)).await.json().await.unwrap();
+    let ra = app
+        .submit(&a, &[("0901234567", "1"), ("0901234568", "2")])
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    let rb = app
+        .submit(&b, &[("0901234569", "3")])
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    let (ra, rb) = (
+        ra["request_id"].as_str().unwrap().to_owned(),
+        rb["request_id"].as_str().unwrap().to_owned(),
+    );
+    let a_msgs: Value = app
+        .get("/messages/all", Auth::ApiKey(&a.key))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(a_msgs["total"], 2);
     let a_msg = a_msgs["items"][0]["id"].as_str().unwrap().to_owned();
 
     // B cannot see any of A's objects, by any route.
-    assert_error(app.get(&format!("/requests/{ra}"), Auth::ApiKey(&b.key)).await, StatusCode::NOT_FOUND, "NOT_FOUND").await;
-    assert_error(app.get(&format!("/messages?request_id={ra}"), Auth::ApiKey(&b.key)).await, StatusCode::NOT_FOUND, "NOT_FOUND").await;
-    assert_error(app.get(&format!("/messages/{a_msg}"), Auth::ApiKey(&b.key)).await, StatusCode::NOT_FOUND, "NOT_FOUND").await;
-    let b_all: Value = app.get(&format!("/messages/all?agent_id={}", a.agent_id), Auth::ApiKey(&b.key)).await.json().await.unwrap();
+    assert_error(
+        app.get(&format!("/requests/{ra}"), Auth::ApiKey(&b.key))
+            .await,
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+    )
+    .await;
+    assert_error(
+        app.get(&format!("/messages?request_id={ra}"), Auth::ApiKey(&b.key))
+            .await,
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+    )
+    .await;
+    assert_error(
+        app.get(&format!("/messages/{a_msg}"), Auth::ApiKey(&b.key))
+            .await,
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+    )
+    .await;
+    let b_all: Value = app
+        .get(
+            &format!("/messages/all?agent_id={}", a.agent_id),
+            Auth::ApiKey(&b.key),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(b_all["total"], 1);
     assert_eq!(b_all["items"][0]["request_id"], rb.as_str());
-    let b_to: Value = app.get("/messages/all?to=0901234567", Auth::ApiKey(&b.key)).await.json().await.unwrap();
+    let b_to: Value = app
+        .get("/messages/all?to=0901234567", Auth::ApiKey(&b.key))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(b_to["total"], 0);
 
     // A sees its own; the operator sees everything.
-    assert_eq!(app.get(&format!("/messages/{a_msg}"), Auth::ApiKey(&a.key)).await.status(), StatusCode::OK);
-    let all: Value = app.get("/messages/all", Auth::Operator).await.json().await.unwrap();
+    assert_eq!(
+        app.get(&format!("/messages/{a_msg}"), Auth::ApiKey(&a.key))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let all: Value = app
+        .get("/messages/all", Auth::Operator)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(all["total"], 3);
-    assert_eq!(app.get(&format!("/requests/{rb}"), Auth::Operator).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.get(&format!("/requests/{rb}"), Auth::Operator)
+            .await
+            .status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -338,25 +704,90 @@ async fn message_lists_filter_and_page() {
     let s = app.sender().await;
     let nums = numbers(7);
     let recipients: Vec<(&str, &str)> = nums.iter().map(|n| (n.as_str(), "9")).collect();
-    let r = app.submit(&s, &recipients).await.json::<Value>().await.unwrap();
+    let r = app
+        .submit(&s, &recipients)
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
     let rid = r["request_id"].as_str().unwrap();
-    let page: Value = app.get(&format!("/messages?request_id={rid}&limit=3&skip=5"), Auth::ApiKey(&s.key)).await.json().await.unwrap();
-    assert_eq!((page["total"].as_u64(), page["limit"].as_i64(), page["skip"].as_u64()), (Some(7), Some(3), Some(5)));
+    let page: Value = app
+        .get(
+            &format!("/messages?request_id={rid}&limit=3&skip=5"),
+            Auth::ApiKey(&s.key),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            page["total"].as_u64(),
+            page["limit"].as_i64(),
+            page["skip"].as_u64()
+        ),
+        (Some(7), Some(3), Some(5))
+    );
     assert_eq!(page["items"].as_array().unwrap().len(), 2);
-    let capped: Value = app.get("/messages/all?limit=100000", Auth::ApiKey(&s.key)).await.json().await.unwrap();
+    let capped: Value = app
+        .get("/messages/all?limit=100000", Auth::ApiKey(&s.key))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(capped["limit"], 500);
-    let pending: Value = app.get("/messages/all?status=PENDING", Auth::ApiKey(&s.key)).await.json().await.unwrap();
+    let pending: Value = app
+        .get("/messages/all?status=PENDING", Auth::ApiKey(&s.key))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(pending["total"], 7);
-    let sent: Value = app.get("/messages/all?status=SENT", Auth::ApiKey(&s.key)).await.json().await.unwrap();
+    let sent: Value = app
+        .get("/messages/all?status=SENT", Auth::ApiKey(&s.key))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(sent["total"], 0);
-    let one: Value = app.get(&format!("/messages/all?to={}", nums[3]), Auth::ApiKey(&s.key)).await.json().await.unwrap();
+    let one: Value = app
+        .get(
+            &format!("/messages/all?to={}", nums[3]),
+            Auth::ApiKey(&s.key),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(one["total"], 1);
-    let future: Value = app.get("/messages/all?from=2999-01-01", Auth::ApiKey(&s.key)).await.json().await.unwrap();
+    let future: Value = app
+        .get("/messages/all?from=2999-01-01", Auth::ApiKey(&s.key))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(future["total"], 0);
-    let past: Value = app.get("/messages/all?until=2000-01-01T00:00:00Z", Auth::ApiKey(&s.key)).await.json().await.unwrap();
+    let past: Value = app
+        .get(
+            "/messages/all?until=2000-01-01T00:00:00Z",
+            Auth::ApiKey(&s.key),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(past["total"], 0);
-    for bad in ["status=LOST", "agent_id=xyz", "from=yesterday", "limit=0", "to=abc", "color=red"] {
-        let res = app.get(&format!("/messages/all?{bad}"), Auth::ApiKey(&s.key)).await;
+    for bad in [
+        "status=LOST",
+        "agent_id=xyz",
+        "from=yesterday",
+        "limit=0",
+        "to=abc",
+        "color=red",
+    ] {
+        let res = app
+            .get(&format!("/messages/all?{bad}"), Auth::ApiKey(&s.key))
+            .await;
         assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{bad}");
     }
     let missing = app.get("/messages", Auth::ApiKey(&s.key)).await;
@@ -367,14 +798,30 @@ async fn message_lists_filter_and_page() {
 async fn confirmed_events_that_never_staged_are_published_again() {
     let app = spawn_app().await;
     let s = app.sender().await;
-    assert_eq!(app.submit(&s, &[("0901234567", "1"), ("0901234568", "2")]).await.status(), StatusCode::ACCEPTED);
-    assert!(eventually(10, || async { app.count("sms_messages", doc! {"published": true}).await == 2 }).await);
+    assert_eq!(
+        app.submit(&s, &[("0901234567", "1"), ("0901234568", "2")])
+            .await
+            .status(),
+        StatusCode::ACCEPTED
+    );
+    assert!(
+        eventually(10, || async {
+            app.count("sms_messages", doc! {"published": true}).await == 2
+        })
+        .await
+    );
     // The broker loses the events (purged here) and the confirmations are old.
     let topology = sms_shared::amqp::Topology::new(&app.config.amqp.prefix);
-    let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await.unwrap();
+    let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
     let ch = conn.create_channel().await.unwrap();
-    ch.queue_purge(&topology.queue, Default::default()).await.unwrap();
-    let long_ago = mongodb::bson::DateTime::from_millis(mongodb::bson::DateTime::now().timestamp_millis() - 600_000);
+    ch.queue_purge(&topology.queue, Default::default())
+        .await
+        .unwrap();
+    let long_ago = mongodb::bson::DateTime::from_millis(
+        mongodb::bson::DateTime::now().timestamp_millis() - 600_000,
+    );
     app.db
         .messages
         .collection()
@@ -382,6 +829,9 @@ async fn confirmed_events_that_never_staged_are_published_again() {
         .await
         .unwrap();
     let dispatcher = app.spawn_dispatcher();
-    assert!(eventually(15, || async { staged_count(&app).await == 2 }).await, "lost events were not replaced");
+    assert!(
+        eventually(15, || async { staged_count(&app).await == 2 }).await,
+        "lost events were not replaced"
+    );
     dispatcher.stop().await;
 }
