@@ -312,6 +312,17 @@ async fn create_request(
         return Err(e);
     }
 
+    if let Caller::Operator(operator) = &caller {
+        operator
+            .audit(
+                &state,
+                "request.create",
+                "sms_request",
+                Some(request.id.to_hex()),
+                mongodb::bson::doc! {"total": n as i64, "agent_id": agent.id.to_hex()},
+            )
+            .await?;
+    }
     let events: Vec<_> = messages
         .iter()
         .map(|m| outbox::event(m.id, m.request_id, m.created_at))
