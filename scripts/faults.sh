@@ -11,11 +11,12 @@ ensure_secantus
 ensure_rabbitmq
 
 # A separate target directory keeps these binaries apart from the ordinary (switch-free) build.
+# Release builds: the scenarios push tens of thousands of messages through the real processes.
 export CARGO_TARGET_DIR="$ROOT/target/faults"
-log "building sms-api and sms-dispatcher with fault injection"
-cargo build --quiet -p sms-api -p sms-dispatcher --features sms-api/fault-injection,sms-dispatcher/fault-injection --bins
-cargo build --quiet -p sms-faults
-"$CARGO_TARGET_DIR/debug/sms-faults" \
-  --api-bin "$CARGO_TARGET_DIR/debug/sms-api" \
-  --dispatcher-bin "$CARGO_TARGET_DIR/debug/sms-dispatcher" \
+log "building sms-api and sms-dispatcher with fault injection (release)"
+cargo build --quiet --release -p sms-api -p sms-dispatcher --features sms-api/fault-injection,sms-dispatcher/fault-injection --bins
+cargo build --quiet --release -p sms-faults
+"$CARGO_TARGET_DIR/release/sms-faults" \
+  --api-bin "$CARGO_TARGET_DIR/release/sms-api" \
+  --dispatcher-bin "$CARGO_TARGET_DIR/release/sms-dispatcher" \
   --mongo-bin "$(command -v secantusd-rs)" "$@"

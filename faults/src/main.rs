@@ -18,7 +18,7 @@ use scenarios::{Ctx, NAMES};
 use stack::{Bins, Mongo};
 
 /// A scenario that has not settled by then has failed.
-const SCENARIO_LIMIT: Duration = Duration::from_secs(300);
+const SCENARIO_LIMIT: Duration = Duration::from_secs(600);
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()

@@ -177,7 +177,7 @@ async fn rabbitmq_restart(ctx: &mut Ctx) -> anyhow::Result<Tally> {
     outage_result?;
     run.accepted.push(ra?.context("submit")?);
     run.accepted.push(rb?.context("submit")?);
-    run.settle(240).await
+    run.settle(480).await
 }
 
 async fn dispatcher_crash_before_ack(ctx: &mut Ctx) -> anyhow::Result<Tally> {
