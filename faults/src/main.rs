@@ -4,6 +4,9 @@
 //! Usage: `sms-faults --api-bin PATH --dispatcher-bin PATH --mongo-bin PATH [--only N] [--logs DIR]`
 //! (`scripts/faults.sh` builds the binaries with the `fault-injection` feature and runs it).
 
+// The scenario report on standard output is what this program is for.
+#![allow(clippy::print_stdout)]
+
 mod client;
 mod count;
 mod phones;
