@@ -1,0 +1,460 @@
+//! One benchmark run against a live deployment.
+//!
+//! Phases, in order: set-up through the API (API key, approved template, agents); the raw
+//! database yardsticks; submission of every message by concurrent API clients; waiting until the
+//! dispatchers staged them all; simulated agents leasing and reporting until every message is
+//! final; then the database is checked for lost and duplicated messages. Agents start once
+//! staging is complete, so that each phase is timed on its own.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context};
+use futures::{StreamExt, TryStreamExt};
+use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
+use mongodb::Collection;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{required, BenchArgs};
+use crate::client::Api;
+use crate::progress::Progress;
+use crate::raw;
+use crate::report::{percentile, rate, BenchReport};
+use crate::sim::{self, Behaviour, Ledger, SimAgent};
+use crate::workload::{self, RequestPlan};
+
+/// Most jobs the API hands out per poll.
+const MAX_POLL_LIMIT: usize = 100;
+/// How often the staging and final counts are read.
+const COUNT_EVERY: Duration = Duration::from_millis(100);
+
+/// What the set-up created through the API.
+struct Fixture {
+    api_key: String,
+    template_id: String,
+    /// `(agent_id, agent_token)` per simulated agent.
+    agents: Vec<(ObjectId, String)>,
+}
+
+/// Runs the benchmark and returns its figures (also written to `--json` when given).
+pub async fn run(args: &BenchArgs, progress: &Progress) -> anyhow::Result<BenchReport> {
+    ensure!(args.messages > 0, "--messages must be at least 1");
+    ensure!(args.agents > 0, "--agents must be at least 1");
+    ensure!(args.clients > 0, "--clients must be at least 1");
+    ensure!(args.batch_size > 0, "--batch-size must be at least 1");
+    ensure!(
+        (1..=MAX_POLL_LIMIT).contains(&args.poll_limit),
+        "--poll-limit must be between 1 and {MAX_POLL_LIMIT}"
+    );
+    let api = Api::new(required(&args.api, "--api")?)?;
+    let mongo = mongodb::Client::with_uri_str(required(&args.mongo_uri, "--mongo-uri")?)
+        .await
+        .context("connecting to MongoDB")?;
+    let db = mongo.database(required(&args.mongo_db, "--mongo-db")?);
+    let jwt = operator_jwt(
+        required(&args.jwt_secret, "--jwt-secret")?,
+        args.jwt_issuer.as_deref(),
+        args.jwt_audience.as_deref(),
+    )?;
+    let run_id = uuid::Uuid::new_v4().simple().to_string()[..6].to_owned();
+    let mut report = BenchReport {
+        messages: args.messages as u64,
+        agents: args.agents as u64,
+        clients: args.clients as u64,
+        started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        ..Default::default()
+    };
+
+    let fixture = set_up(&api, &jwt, &run_id, args).await?;
+    let agent_ids: Vec<ObjectId> = fixture.agents.iter().map(|(id, _)| *id).collect();
+
+    let figures = raw::run(
+        &db,
+        &run_id,
+        args.messages,
+        &agent_ids,
+        args.batch_size,
+        progress,
+    )
+    .await?;
+    report.raw_indexes = figures.indexes as u64;
+    report.raw_insert_seconds = figures.insert.as_secs_f64();
+    report.raw_find_and_modify_seconds = figures.find_and_modify.as_secs_f64();
+    report.raw_insert_msgs_per_s = rate(report.messages, report.raw_insert_seconds);
+    report.raw_find_and_modify_per_s = rate(figures.leased, report.raw_find_and_modify_seconds);
+
+    let messages: Collection<Document> = db.collection("sms_messages");
+    let of_run = doc! {"agent_id": {"$in": &agent_ids}};
+
+    // Submission, with staging counted from the first request on.
+    let plans = workload::plan(args.messages, args.agents, args.batch_size);
+    report.requests = plans.len() as u64;
+    let started = Instant::now();
+    let stage_bar = progress.bar("staged", args.messages as u64);
+    let stage_watch = {
+        let messages = messages.clone();
+        let of_run = of_run.clone();
+        let bar = stage_bar.clone();
+        let expected = args.messages as u64;
+        let timeout = Duration::from_secs(args.timeout_secs);
+        tokio::spawn(async move { wait_staged(&messages, of_run, expected, timeout, &bar).await })
+    };
+    let submitted = submit(&api, &fixture, &run_id, &plans, args.clients, progress).await;
+    let submitted = match submitted {
+        Ok(s) => s,
+        Err(e) => {
+            stage_watch.abort();
+            return Err(e);
+        }
+    };
+    report.submit_seconds = submitted.elapsed.as_secs_f64();
+    report.accepted = submitted.accepted;
+    report.submit_msgs_per_s = rate(submitted.accepted, report.submit_seconds);
+    report.submit_p50_ms = percentile(&submitted.latencies_ms, 0.50);
+    report.submit_p99_ms = percentile(&submitted.latencies_ms, 0.99);
+    report.submit_max_ms = submitted.latencies_ms.iter().copied().fold(0.0, f64::max);
+
+    let staged = stage_watch.await.context("staging watcher")??;
+    stage_bar.finish();
+    report.stage_seconds = staged.elapsed.as_secs_f64();
+    report.stage_msgs_per_s = rate(staged.staged, report.stage_seconds);
+    if !staged.complete {
+        report.timed_out = Some(format!(
+            "staging: {} of {} staged after {} s",
+            staged.staged, args.messages, args.timeout_secs
+        ));
+    }
+
+    // Leasing and reporting.
+    let targets = agent_targets(&messages, &plans, &agent_ids).await?;
+    let ledger = Ledger::new();
+    let lease_bar = progress.bar("leased + reported", targets.iter().sum());
+    let stop = CancellationToken::new();
+    let behaviour = Behaviour {
+        poll_limit: args.poll_limit,
+        report_sending: false,
+        send_delay: Duration::ZERO,
+        failure_rate: 0.0,
+        max_idle_wait: Some(Duration::from_millis(200)),
+        heartbeat_every: None,
+    };
+    let mut phones = tokio::task::JoinSet::new();
+    for (index, ((_, token), target)) in fixture.agents.iter().zip(&targets).enumerate() {
+        let bar = lease_bar.clone();
+        phones.spawn(sim::run_agent(
+            api.clone(),
+            SimAgent {
+                index,
+                label: format!("bench-{run_id}-{}", index + 1),
+                token: token.clone(),
+                target: Some(*target),
+            },
+            behaviour.clone(),
+            ledger.clone(),
+            stop.clone(),
+            move |n| bar.inc(n),
+        ));
+    }
+    let all_done = async {
+        while let Some(r) = phones.join_next().await {
+            r.context("simulated agent")?;
+        }
+        anyhow::Ok(())
+    };
+    match tokio::time::timeout(Duration::from_secs(args.timeout_secs), all_done).await {
+        Ok(r) => r?,
+        Err(_) => {
+            stop.cancel();
+            while phones.join_next().await.is_some() {}
+            report.timed_out = Some(format!(
+                "delivery: {} of {} final after {} s",
+                ledger.finished(),
+                targets.iter().sum::<u64>(),
+                args.timeout_secs
+            ));
+        }
+    }
+    lease_bar.finish();
+
+    let finished = ledger.finished();
+    if let Some((first, last)) = ledger.lease_window() {
+        report.lease_seconds = last.saturating_duration_since(first).as_secs_f64();
+        report.lease_jobs_per_s = rate(finished, report.lease_seconds);
+        report.e2e_seconds = last.saturating_duration_since(started).as_secs_f64();
+    }
+    report.polls = ledger.polls.load(std::sync::atomic::Ordering::Relaxed);
+    report.empty_polls = ledger
+        .empty_polls
+        .load(std::sync::atomic::Ordering::Relaxed);
+    report.poll_errors = ledger
+        .poll_errors
+        .load(std::sync::atomic::Ordering::Relaxed);
+    report.report_errors = ledger
+        .report_errors
+        .load(std::sync::atomic::Ordering::Relaxed);
+    report.report_rejections = ledger.rejections();
+
+    // What the database says.
+    report.status_counts = status_counts(&messages, of_run.clone()).await?;
+    let count = |s: &str| report.status_counts.get(s).copied().unwrap_or(0);
+    report.delivered = count("DELIVERED");
+    report.failed = count("FAILED");
+    report.canceled = count("CANCELED");
+    let total: u64 = report.status_counts.values().sum();
+    ensure!(
+        total >= report.accepted,
+        "only {total} of {} accepted messages are in the database",
+        report.accepted
+    );
+    report.lost = report
+        .accepted
+        .saturating_sub(report.delivered + report.failed + report.canceled);
+    let by_agents: HashSet<String> = ledger.duplicated().into_iter().collect();
+    let mut multi = of_run.clone();
+    multi.insert("attempts", doc! {"$gt": 1});
+    let by_db: HashSet<String> = messages
+        .find(multi)
+        .projection(doc! {"_id": 1})
+        .await?
+        .try_collect::<Vec<Document>>()
+        .await?
+        .iter()
+        .filter_map(|d| d.get_object_id("_id").ok().map(|id| id.to_hex()))
+        .collect();
+    report.duplicated_by_agents = by_agents.len() as u64;
+    report.db_leased_more_than_once = by_db.len() as u64;
+    report.duplicated = by_agents.union(&by_db).count() as u64;
+
+    report.compute_ratios();
+    if let Some(path) = &args.json {
+        report.write_json(path)?;
+    }
+    Ok(report)
+}
+
+/// An HS256 operator token for `sms-bench`, valid for a day.
+pub fn operator_jwt(
+    secret: &str,
+    issuer: Option<&str>,
+    audience: Option<&str>,
+) -> anyhow::Result<String> {
+    let now = chrono::Utc::now().timestamp();
+    let mut claims = json!({"sub": "sms-bench", "iat": now, "exp": now + 24 * 3600});
+    if let Some(iss) = issuer {
+        claims["iss"] = json!(iss);
+    }
+    if let Some(aud) = audience {
+        claims["aud"] = json!(aud);
+    }
+    Ok(jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )?)
+}
+
+async fn set_up(api: &Api, jwt: &str, run_id: &str, args: &BenchArgs) -> anyhow::Result<Fixture> {
+    let quota = (args.messages as i64 * 2).clamp(1_000_000, 1_000_000_000);
+    let api_key = api
+        .create_api_key(jwt, &format!("sms-bench {run_id}"), quota)
+        .await?;
+    let template_id = api
+        .approved_template(jwt, &format!("bench-otp-{run_id}"), workload::TEMPLATE)
+        .await?;
+    let secret = api.registration_secret(jwt).await?;
+    let mut agents = Vec::with_capacity(args.agents);
+    for i in 1..=args.agents {
+        let (id, token) = api
+            .register_agent(&format!("bench-{run_id}-{i}"), secret.as_deref())
+            .await?;
+        let id = ObjectId::parse_str(&id).with_context(|| format!("agent id {id}"))?;
+        agents.push((id, token));
+    }
+    Ok(Fixture {
+        api_key,
+        template_id,
+        agents,
+    })
+}
+
+struct Submitted {
+    elapsed: Duration,
+    accepted: u64,
+    latencies_ms: Vec<f64>,
+}
+
+/// Sends every planned request, `clients` at a time.
+async fn submit(
+    api: &Api,
+    fixture: &Fixture,
+    run_id: &str,
+    plans: &[RequestPlan],
+    clients: usize,
+    progress: &Progress,
+) -> anyhow::Result<Submitted> {
+    let bar = progress.bar(
+        "submitted",
+        plans.iter().map(|p| p.messages.len() as u64).sum(),
+    );
+    let started = Instant::now();
+    let results: Vec<anyhow::Result<(u64, f64)>> = futures::stream::iter(plans)
+        .map(|plan| {
+            let agent_id = fixture.agents[plan.agent].0.to_hex();
+            let body = workload::request_body(run_id, &fixture.template_id, &agent_id, plan);
+            let bar = bar.clone();
+            async move {
+                let sent = Instant::now();
+                let accepted = api
+                    .submit(&fixture.api_key, &body)
+                    .await
+                    .with_context(|| format!("submitting {} messages", plan.messages.len()))?;
+                let ms = sent.elapsed().as_secs_f64() * 1000.0;
+                if accepted.total != plan.messages.len() {
+                    bail!(
+                        "request {} accepted {} of {} messages",
+                        accepted.request_id,
+                        accepted.total,
+                        plan.messages.len()
+                    );
+                }
+                bar.inc(accepted.total as u64);
+                Ok((accepted.total as u64, ms))
+            }
+        })
+        .buffer_unordered(clients)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    bar.finish();
+    let mut accepted = 0;
+    let mut latencies_ms = Vec::with_capacity(results.len());
+    for r in results {
+        let (n, ms) = r?;
+        accepted += n;
+        latencies_ms.push(ms);
+    }
+    Ok(Submitted {
+        elapsed,
+        accepted,
+        latencies_ms,
+    })
+}
+
+struct StageFigures {
+    elapsed: Duration,
+    staged: u64,
+    complete: bool,
+}
+
+/// Waits until `expected` messages of the run are staged or canceled (time counted from the
+/// call), or `timeout` passes.
+async fn wait_staged(
+    messages: &Collection<Document>,
+    of_run: Document,
+    expected: u64,
+    timeout: Duration,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<StageFigures> {
+    let started = Instant::now();
+    let mut staged = of_run.clone();
+    staged.insert("staged", true);
+    let mut canceled = of_run;
+    canceled.insert("status", "CANCELED");
+    loop {
+        let s = messages.count_documents(staged.clone()).await?;
+        let c = messages.count_documents(canceled.clone()).await?;
+        bar.set_position(s + c);
+        if s + c >= expected {
+            return Ok(StageFigures {
+                elapsed: started.elapsed(),
+                staged: s + c,
+                complete: true,
+            });
+        }
+        if started.elapsed() > timeout {
+            return Ok(StageFigures {
+                elapsed: started.elapsed(),
+                staged: s + c,
+                complete: false,
+            });
+        }
+        tokio::time::sleep(COUNT_EVERY).await;
+    }
+}
+
+/// Messages each agent has to make final: its share, less those canceled at staging.
+async fn agent_targets(
+    messages: &Collection<Document>,
+    plans: &[RequestPlan],
+    agents: &[ObjectId],
+) -> anyhow::Result<Vec<u64>> {
+    let mut targets = vec![0u64; agents.len()];
+    for p in plans {
+        targets[p.agent] += p.messages.len() as u64;
+    }
+    let mut cursor = messages
+        .aggregate(vec![
+            doc! {"$match": {"agent_id": {"$in": agents}, "status": "CANCELED"}},
+            doc! {"$group": {"_id": "$agent_id", "n": {"$sum": 1}}},
+        ])
+        .await?;
+    while let Some(d) = cursor.try_next().await? {
+        if let Some(i) = d
+            .get_object_id("_id")
+            .ok()
+            .and_then(|id| agents.iter().position(|a| *a == id))
+        {
+            targets[i] = targets[i].saturating_sub(number(d.get("n")));
+        }
+    }
+    Ok(targets)
+}
+
+/// Messages matching `filter` by status.
+async fn status_counts(
+    messages: &Collection<Document>,
+    filter: Document,
+) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
+    let mut cursor = messages
+        .aggregate(vec![
+            doc! {"$match": filter},
+            doc! {"$group": {"_id": "$status", "n": {"$sum": 1}}},
+        ])
+        .await?;
+    let mut out = std::collections::BTreeMap::new();
+    while let Some(d) = cursor.try_next().await? {
+        let status = d.get_str("_id").unwrap_or("?").to_owned();
+        out.insert(status, number(d.get("n")));
+    }
+    Ok(out)
+}
+
+fn number(v: Option<&Bson>) -> u64 {
+    match v {
+        Some(Bson::Int32(n)) => (*n).max(0) as u64,
+        Some(Bson::Int64(n)) => (*n).max(0) as u64,
+        Some(Bson::Double(n)) => n.max(0.0) as u64,
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operator_token_carries_sub_and_exp() {
+        let token = operator_jwt("s3cret", Some("auth"), None).unwrap();
+        let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+        v.set_issuer(&["auth"]);
+        let data = jsonwebtoken::decode::<serde_json::Value>(
+            &token,
+            &jsonwebtoken::DecodingKey::from_secret(b"s3cret"),
+            &v,
+        )
+        .unwrap();
+        assert_eq!(data.claims["sub"], "sms-bench");
+        assert!(data.claims["exp"].as_i64().unwrap() > chrono::Utc::now().timestamp());
+    }
+}

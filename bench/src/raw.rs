@@ -1,0 +1,202 @@
+//! The database's own speed, as the yardstick for the service: `insert_many` of message
+//! documents in the API's batch size, and a naive lease loop of one `find_one_and_update` per
+//! message. Both run on a scratch collection of the deployment's database that carries the same
+//! indexes as `sms_messages`, and that is dropped afterwards.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::TryStreamExt;
+use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
+use mongodb::{Collection, Database, IndexModel};
+use sms_shared::db::messages::Message;
+use sms_shared::domain::status::Status;
+use sms_shared::domain::{phone, segments};
+
+use crate::progress::Progress;
+use crate::workload;
+
+/// What the raw phases measured.
+#[derive(Debug, Clone)]
+pub struct RawFigures {
+    pub insert: Duration,
+    pub find_and_modify: Duration,
+    /// Messages the lease loop found (should be all of them).
+    pub leased: u64,
+    /// Secondary indexes the scratch collection carried.
+    pub indexes: usize,
+}
+
+/// Runs both raw phases over `n` documents spread across `agents`, then drops the scratch
+/// collection (also when a phase fails).
+pub async fn run(
+    db: &Database,
+    run_id: &str,
+    n: usize,
+    agents: &[ObjectId],
+    batch: usize,
+    progress: &Progress,
+) -> anyhow::Result<RawFigures> {
+    let scratch: Collection<Message> = db.collection(&format!("bench_scratch_{run_id}"));
+    let result = measure(db, &scratch, run_id, n, agents, batch, progress).await;
+    scratch
+        .drop()
+        .await
+        .context("dropping the scratch collection")?;
+    result
+}
+
+async fn measure(
+    db: &Database,
+    scratch: &Collection<Message>,
+    run_id: &str,
+    n: usize,
+    agents: &[ObjectId],
+    batch: usize,
+    progress: &Progress,
+) -> anyhow::Result<RawFigures> {
+    let indexes = copy_indexes(db, scratch).await?;
+    let docs = documents(run_id, n, agents, batch);
+
+    let bar = progress.bar("raw insert_many", n as u64);
+    let started = Instant::now();
+    for chunk in docs.chunks(batch.max(1)) {
+        scratch
+            .insert_many(chunk)
+            .ordered(false)
+            .await
+            .context("raw insert_many")?;
+        bar.inc(chunk.len() as u64);
+    }
+    let insert = started.elapsed();
+    bar.finish();
+    drop(docs);
+
+    let bar = progress.bar("raw find_and_modify", n as u64);
+    let untyped = scratch.clone_with_type::<Document>();
+    let started = Instant::now();
+    let mut leased = 0;
+    for i in 0..n {
+        let agent = agents[i % agents.len()];
+        let now = DateTime::now();
+        let found = untyped
+            .find_one_and_update(
+                doc! {"agent_id": agent, "staged": true, "status": Status::Pending.as_str()},
+                doc! {
+                    "$set": {
+                        "status": Status::Assigned.as_str(),
+                        "lease_id": uuid::Uuid::new_v4().to_string(),
+                        "lease_expires_at": DateTime::from_millis(now.timestamp_millis() + 300_000),
+                        "leased_at": now,
+                        "updated_at": now,
+                    },
+                    "$inc": {"attempts": 1},
+                },
+            )
+            .sort(doc! {"priority_weight": -1, "created_at": 1})
+            .projection(doc! {"_id": 1})
+            .await
+            .context("raw find_one_and_update")?;
+        leased += u64::from(found.is_some());
+        bar.inc(1);
+    }
+    let find_and_modify = started.elapsed();
+    bar.finish();
+    Ok(RawFigures {
+        insert,
+        find_and_modify,
+        leased,
+        indexes,
+    })
+}
+
+/// Gives `scratch` the secondary indexes of `sms_messages` (at least its lease index);
+/// returns how many it has.
+async fn copy_indexes(db: &Database, scratch: &Collection<Message>) -> anyhow::Result<usize> {
+    let real: Collection<Document> = db.collection("sms_messages");
+    let mut models: Vec<IndexModel> = match real.list_indexes().await {
+        Ok(cursor) => cursor.try_collect().await.unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    models.retain(|m| m.keys != doc! {"_id": 1});
+    if models.is_empty() {
+        models.push(
+            IndexModel::builder()
+                .keys(doc! {"agent_id": 1, "staged": 1, "status": 1, "priority_weight": -1, "created_at": 1})
+                .build(),
+        );
+    }
+    for m in &mut models {
+        // Only keys and the options that shape the index; server bookkeeping stays behind.
+        let name = m.options.as_ref().and_then(|o| o.name.clone());
+        let unique = m.options.as_ref().and_then(|o| o.unique);
+        let expire = m.options.as_ref().and_then(|o| o.expire_after);
+        let partial = m
+            .options
+            .as_ref()
+            .and_then(|o| o.partial_filter_expression.clone());
+        m.options = Some(
+            mongodb::options::IndexOptions::builder()
+                .name(name)
+                .unique(unique)
+                .expire_after(expire)
+                .partial_filter_expression(partial)
+                .build(),
+        );
+    }
+    let count = models.len();
+    scratch
+        .create_indexes(models)
+        .await
+        .context("creating the scratch collection's indexes")?;
+    Ok(count)
+}
+
+/// `n` message documents as `POST /requests` stores them (same fields, same text sizes), already
+/// marked staged as a dispatcher leaves them, so that the lease loop finds them by the same index
+/// the service uses.
+fn documents(run_id: &str, n: usize, agents: &[ObjectId], batch: usize) -> Vec<Message> {
+    let template_id = ObjectId::new();
+    let mut request_id = ObjectId::new();
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        if i % batch.max(1) == 0 {
+            request_id = ObjectId::new();
+        }
+        let now = DateTime::now();
+        let to = phone::normalize(&workload::phone(i), "+84", true)
+            .unwrap_or_else(|_| format!("+84{}", &workload::phone(i)[1..]));
+        let text = workload::text(&workload::code(run_id, i));
+        let (encoding, parts) = segments::count(&text);
+        out.push(Message {
+            id: ObjectId::new(),
+            request_id,
+            api_key_id: Some(template_id),
+            client_name: "sms-bench".into(),
+            agent_id: agents[i % agents.len()],
+            template_id,
+            to,
+            text,
+            status: Status::Pending,
+            priority_weight: 50,
+            segments: parts as i32,
+            encoding: encoding.as_str().to_owned(),
+            created_at: now,
+            updated_at: now,
+            published: true,
+            published_at: Some(now),
+            staged: true,
+            staged_at: Some(now),
+            lease_id: None,
+            lease_expires_at: None,
+            leased_at: None,
+            attempts: 0,
+            sending_at: None,
+            sent_at: None,
+            delivered_at: None,
+            failed_at: None,
+            last_error: None,
+        });
+    }
+    out
+}

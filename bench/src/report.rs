@@ -1,0 +1,236 @@
+//! The benchmark's figures: JSON for machines, a table for people.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context;
+use serde::Serialize;
+
+/// Figures of one benchmark run. Rates are messages (or jobs) per second over the phase's wall
+/// time; see `BENCHMARKS.md` for what each phase covers.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BenchReport {
+    pub messages: u64,
+    pub agents: u64,
+    pub clients: u64,
+    pub requests: u64,
+    /// Messages the API accepted (202).
+    pub accepted: u64,
+
+    pub raw_insert_msgs_per_s: f64,
+    pub raw_find_and_modify_per_s: f64,
+    pub submit_msgs_per_s: f64,
+    pub submit_p50_ms: f64,
+    pub submit_p99_ms: f64,
+    pub stage_msgs_per_s: f64,
+    pub lease_jobs_per_s: f64,
+    pub e2e_seconds: f64,
+    /// Accepted messages not `DELIVERED`, `FAILED` or `CANCELED` at the end.
+    pub lost: u64,
+    /// Messages handed out twice under live leases or to two agents, or leased more than once
+    /// according to the database.
+    pub duplicated: u64,
+
+    /// `submit_msgs_per_s / raw_insert_msgs_per_s`.
+    pub submit_vs_raw_insert: f64,
+    /// `lease_jobs_per_s / raw_find_and_modify_per_s`.
+    pub lease_vs_raw_find_and_modify: f64,
+
+    pub raw_insert_seconds: f64,
+    pub raw_find_and_modify_seconds: f64,
+    /// Secondary indexes on the scratch collection (copied from `sms_messages`).
+    pub raw_indexes: u64,
+    pub submit_seconds: f64,
+    pub submit_max_ms: f64,
+    pub stage_seconds: f64,
+    pub lease_seconds: f64,
+
+    pub delivered: u64,
+    pub failed: u64,
+    pub canceled: u64,
+    /// Duplicates seen by the simulated phones.
+    pub duplicated_by_agents: u64,
+    /// Messages of the run whose `attempts` is above 1.
+    pub db_leased_more_than_once: u64,
+    pub polls: u64,
+    pub empty_polls: u64,
+    pub poll_errors: u64,
+    pub report_errors: u64,
+    pub report_rejections: BTreeMap<String, u64>,
+    /// Final status counts of the run's messages in the database.
+    pub status_counts: BTreeMap<String, u64>,
+    /// Set when a phase gave up waiting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timed_out: Option<String>,
+    pub started_at: String,
+}
+
+/// `a / b`, 0 when `b` is 0.
+pub fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        a / b
+    } else {
+        0.0
+    }
+}
+
+/// Messages per second for `n` in `secs`.
+pub fn rate(n: u64, secs: f64) -> f64 {
+    ratio(n as f64, secs)
+}
+
+/// The `q`-quantile (0..=1) of `values` by nearest rank.
+pub fn percentile(values: &[f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let rank = (q * v.len() as f64).ceil().max(1.0) as usize;
+    v[rank.min(v.len()) - 1]
+}
+
+impl BenchReport {
+    /// Fills the two ratios from the measured rates.
+    pub fn compute_ratios(&mut self) {
+        self.submit_vs_raw_insert = ratio(self.submit_msgs_per_s, self.raw_insert_msgs_per_s);
+        self.lease_vs_raw_find_and_modify =
+            ratio(self.lease_jobs_per_s, self.raw_find_and_modify_per_s);
+    }
+
+    pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
+        let text = serde_json::to_string_pretty(self)?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// A plain-text summary table.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let mut row = |k: &str, v: String, note: &str| {
+            let _ = writeln!(out, "  {k:<30} {v:>14}  {note}");
+        };
+        row(
+            "messages / agents / clients",
+            format!("{} / {} / {}", self.messages, self.agents, self.clients),
+            "",
+        );
+        row(
+            "requests (accepted msgs)",
+            format!("{} ({})", self.requests, self.accepted),
+            "",
+        );
+        row(
+            "raw insert_many",
+            format!("{:.0}/s", self.raw_insert_msgs_per_s),
+            &format!(
+                "{:.2} s, {} indexes",
+                self.raw_insert_seconds, self.raw_indexes
+            ),
+        );
+        row(
+            "raw find_and_modify",
+            format!("{:.0}/s", self.raw_find_and_modify_per_s),
+            &format!("{:.2} s", self.raw_find_and_modify_seconds),
+        );
+        row(
+            "submit (POST /requests)",
+            format!("{:.0}/s", self.submit_msgs_per_s),
+            &format!(
+                "{:.2} s, p50 {:.0} ms, p99 {:.0} ms",
+                self.submit_seconds, self.submit_p50_ms, self.submit_p99_ms
+            ),
+        );
+        row(
+            "stage (dispatchers)",
+            format!("{:.0}/s", self.stage_msgs_per_s),
+            &format!("{:.2} s from first submit", self.stage_seconds),
+        );
+        row(
+            "lease + report (agents)",
+            format!("{:.0}/s", self.lease_jobs_per_s),
+            &format!(
+                "{:.2} s, {} polls ({} empty)",
+                self.lease_seconds, self.polls, self.empty_polls
+            ),
+        );
+        row("end to end", format!("{:.2} s", self.e2e_seconds), "");
+        row(
+            "submit / raw insert",
+            format!("{:.2}", self.submit_vs_raw_insert),
+            "target >= 0.5",
+        );
+        row(
+            "lease / raw find_and_modify",
+            format!("{:.2}", self.lease_vs_raw_find_and_modify),
+            "target >= 2",
+        );
+        row("lost", self.lost.to_string(), "target 0");
+        row("duplicated", self.duplicated.to_string(), "target 0");
+        row(
+            "delivered / failed / canceled",
+            format!("{} / {} / {}", self.delivered, self.failed, self.canceled),
+            "",
+        );
+        if self.report_errors > 0 {
+            row(
+                "rejected reports",
+                self.report_errors.to_string(),
+                &format!("{:?}", self.report_rejections),
+            );
+        }
+        if let Some(t) = &self.timed_out {
+            row("timed out", String::new(), t);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.5), 50.0);
+        assert_eq!(percentile(&v, 0.99), 99.0);
+        assert_eq!(percentile(&[7.0], 0.99), 7.0);
+        assert_eq!(percentile(&[], 0.5), 0.0);
+        assert_eq!(percentile(&[3.0, 1.0, 2.0], 0.5), 2.0);
+    }
+
+    #[test]
+    fn ratios_never_divide_by_zero() {
+        let mut r = BenchReport {
+            submit_msgs_per_s: 500.0,
+            raw_insert_msgs_per_s: 1000.0,
+            lease_jobs_per_s: 10.0,
+            ..Default::default()
+        };
+        r.compute_ratios();
+        assert_eq!(r.submit_vs_raw_insert, 0.5);
+        assert_eq!(r.lease_vs_raw_find_and_modify, 0.0);
+    }
+
+    #[test]
+    fn json_has_the_documented_keys() {
+        let v = serde_json::to_value(BenchReport::default()).unwrap();
+        for key in [
+            "raw_insert_msgs_per_s",
+            "raw_find_and_modify_per_s",
+            "submit_msgs_per_s",
+            "submit_p50_ms",
+            "submit_p99_ms",
+            "stage_msgs_per_s",
+            "lease_jobs_per_s",
+            "e2e_seconds",
+            "lost",
+            "duplicated",
+            "submit_vs_raw_insert",
+            "lease_vs_raw_find_and_modify",
+        ] {
+            assert!(v.get(key).is_some(), "{key}");
+        }
+    }
+}
