@@ -14,8 +14,9 @@ ensure_rabbitmq
 # Release builds: the scenarios push tens of thousands of messages through the real processes.
 export CARGO_TARGET_DIR="$ROOT/target/faults"
 log "building sms-api and sms-dispatcher with fault injection (release)"
-cargo build --quiet --release -p sms-api -p sms-dispatcher --features sms-api/fault-injection,sms-dispatcher/fault-injection --bins
-cargo build --quiet --release -p sms-faults
+# One invocation, so the three binaries share one build of their dependencies.
+cargo build --quiet --release -p sms-api -p sms-dispatcher -p sms-faults \
+  --features sms-api/fault-injection,sms-dispatcher/fault-injection --bins
 "$CARGO_TARGET_DIR/release/sms-faults" \
   --api-bin "$CARGO_TARGET_DIR/release/sms-api" \
   --dispatcher-bin "$CARGO_TARGET_DIR/release/sms-dispatcher" \
