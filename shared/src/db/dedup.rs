@@ -1,8 +1,9 @@
 //! `dedup`: one document per `to + text` digest holding the last time it was staged.
 //!
 //! The document id is the digest, so the unique `_id` index decides races between dispatcher
-//! replicas: a conditional upsert claims the key, and E11000 means another message holds it
-//! inside the window. The TTL index only cleans up expired claims; it never decides.
+//! replicas: inserting the claim either succeeds or meets E11000, and a claim older than the
+//! window is taken over by one conditional update. The TTL index only cleans up expired claims;
+//! it never decides.
 
 use std::time::Duration;
 
@@ -55,6 +56,10 @@ impl Dedup {
     }
 
     /// Claims `key` for `message` at `now` unless another message claimed it within `window`.
+    ///
+    /// Three single-document steps, each a point look-up on `_id`: insert a fresh claim; else
+    /// renew this message's own claim (a redelivered event); else take over a claim older than
+    /// the window. Each step is atomic, so of two racers only one can win any of them.
     pub async fn claim(
         &self,
         key: &str,
@@ -66,19 +71,34 @@ impl Dedup {
         let cutoff = DateTime::from_millis(now.timestamp_millis() - window_ms);
         // Expired claims linger until the TTL monitor runs; keep them a day past the window.
         let expires = DateTime::from_millis(now.timestamp_millis() + window_ms + 86_400_000);
-        let result = self
-            .0
-            .update_one(
-                doc! {"_id": key, "$or": [{"message_id": message}, {"staged_at": {"$lte": cutoff}}]},
-                doc! {"$set": {"message_id": message, "staged_at": now, "expires_at": expires}},
-            )
-            .upsert(true)
-            .await;
-        match result {
-            Ok(_) => Ok(Claim::Won),
-            Err(e) if super::is_duplicate_key(&e) => Ok(Claim::Duplicate),
-            Err(e) => Err(e),
+        let fresh = DedupClaim {
+            key: key.to_owned(),
+            message_id: message,
+            staged_at: now,
+            expires_at: expires,
+        };
+        match self.0.insert_one(&fresh).await {
+            Ok(_) => return Ok(Claim::Won),
+            Err(e) if super::is_duplicate_key(&e) => {}
+            Err(e) => return Err(e),
         }
+        let renew = doc! {"$set": {"message_id": message, "staged_at": now, "expires_at": expires}};
+        let own = self
+            .0
+            .update_one(doc! {"_id": key, "message_id": message}, renew.clone())
+            .await?;
+        if own.matched_count == 1 {
+            return Ok(Claim::Won);
+        }
+        let expired = self
+            .0
+            .update_one(doc! {"_id": key, "staged_at": {"$lte": cutoff}}, renew)
+            .await?;
+        Ok(if expired.matched_count == 1 {
+            Claim::Won
+        } else {
+            Claim::Duplicate
+        })
     }
 }
 
