@@ -97,6 +97,9 @@ impl MessageFilter {
     }
 }
 
+/// A message's id, its request's id and when it was accepted: what its event carries.
+pub type OutboxRow = (ObjectId, ObjectId, DateTime);
+
 #[derive(Clone)]
 pub struct Messages(Collection<Message>);
 
@@ -184,28 +187,13 @@ impl Messages {
         &self,
         before: DateTime,
         limit: i64,
-    ) -> mongodb::error::Result<Vec<(ObjectId, ObjectId, DateTime)>> {
-        #[derive(Deserialize)]
-        struct Row {
-            #[serde(rename = "_id")]
-            id: ObjectId,
-            request_id: ObjectId,
-            created_at: DateTime,
-        }
-        let rows: Vec<Row> = self
-            .0
-            .clone_with_type::<Row>()
-            .find(doc! {"published": false, "created_at": {"$lt": before}})
-            .projection(doc! {"_id": 1, "request_id": 1, "created_at": 1})
-            .sort(doc! {"published": 1, "created_at": 1})
-            .limit(limit)
-            .await?
-            .try_collect()
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| (r.id, r.request_id, r.created_at))
-            .collect())
+    ) -> mongodb::error::Result<Vec<OutboxRow>> {
+        self.outbox_rows(
+            doc! {"published": false, "created_at": {"$lt": before}},
+            doc! {"published": 1, "created_at": 1},
+            limit,
+        )
+        .await
     }
 
     /// Pending messages whose event was confirmed before `before` but which no dispatcher has
@@ -215,7 +203,22 @@ impl Messages {
         &self,
         before: DateTime,
         limit: i64,
-    ) -> mongodb::error::Result<Vec<(ObjectId, ObjectId, DateTime)>> {
+    ) -> mongodb::error::Result<Vec<OutboxRow>> {
+        self.outbox_rows(
+            doc! {"staged": false, "published_at": {"$lt": before}, "status": Status::Pending.as_str()},
+            doc! {"staged": 1, "published_at": 1},
+            limit,
+        )
+        .await
+    }
+
+    /// What the outbox needs to rebuild an event, for the messages matching `filter`.
+    async fn outbox_rows(
+        &self,
+        filter: Document,
+        sort: Document,
+        limit: i64,
+    ) -> mongodb::error::Result<Vec<OutboxRow>> {
         #[derive(Deserialize)]
         struct Row {
             #[serde(rename = "_id")]
@@ -226,9 +229,9 @@ impl Messages {
         let rows: Vec<Row> = self
             .0
             .clone_with_type::<Row>()
-            .find(doc! {"staged": false, "published_at": {"$lt": before}, "status": Status::Pending.as_str()})
+            .find(filter)
             .projection(doc! {"_id": 1, "request_id": 1, "created_at": 1})
-            .sort(doc! {"staged": 1, "published_at": 1})
+            .sort(sort)
             .limit(limit)
             .await?
             .try_collect()
