@@ -30,16 +30,13 @@ export MONGO_URI="mongodb://127.0.0.1:$mongo_port" MONGO_DB="sms_export_$$" AMQP
 target/release/sms-api serve >"$work/api.log" 2>&1 & api_pid=$!; pids+=("$api_pid")
 for _ in $(seq 1 100); do port_open 127.0.0.1 "$api_port" && break; sleep 0.2; done
 
+jwt="$(mint_jwt "$JWT_SECRET" export-memory)"
 log "storing $n messages through the API"
-python3 - "$api_port" "$n" <<'PY'
-import base64, hashlib, hmac, json, os, sys, time, urllib.request
+JWT="$jwt" python3 - "$api_port" "$n" <<'PY'
+import json, os, sys, urllib.request
 port, n = sys.argv[1], int(sys.argv[2])
 base = f"http://127.0.0.1:{port}"
-b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-body = b64(json.dumps({"sub": "export-memory", "exp": int(time.time()) + 3600}).encode())
-sig = hmac.new(os.environ["JWT_SECRET"].encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
-auth = {"Authorization": f"Bearer {head}.{body}.{b64(sig)}", "Content-Type": "application/json"}
+auth = {"Authorization": f"Bearer {os.environ['JWT']}", "Content-Type": "application/json"}
 def call(method, path, payload=None):
     req = urllib.request.Request(base + path, method=method, headers=auth,
                                  data=json.dumps(payload).encode() if payload is not None else None)
@@ -57,15 +54,7 @@ while done < n:
 print(f"stored {done} messages", file=sys.stderr)
 PY
 
-jwt="$(python3 - <<'PY'
-import base64, hashlib, hmac, json, os, time
-b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-body = b64(json.dumps({"sub": "export-memory", "exp": int(time.time()) + 3600}).encode())
-sig = hmac.new(os.environ["JWT_SECRET"].encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
-print(f"{head}.{body}.{b64(sig)}")
-PY
-)"
+
 url="http://127.0.0.1:$api_port/reports/export.csv"
 # Warm up (connection pools, first cursor) with a small export, then reset the peak counter.
 curl -sf -o /dev/null -H "Authorization: Bearer $jwt" "$url?from=2999-01-01"

@@ -39,15 +39,7 @@ target/debug/sms-api serve >"$work/api.log" 2>&1 & pids+=("$!")
 target/debug/sms-dispatcher >"$work/dispatcher.log" 2>&1 & pids+=("$!")
 for _ in $(seq 1 100); do port_open 127.0.0.1 "$api_port" && break; sleep 0.2; done
 
-jwt="$(python3 - <<'PY'
-import base64, hashlib, hmac, json, os, time
-b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-body = b64(json.dumps({"sub": "schemathesis", "exp": int(time.time()) + 3600}).encode())
-sig = hmac.new(os.environ["JWT_SECRET"].encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
-print(f"{head}.{body}.{b64(sig)}")
-PY
-)"
+jwt="$(mint_jwt "$JWT_SECRET" schemathesis)"
 
 log "schemathesis against http://127.0.0.1:$api_port/openapi.json"
 status=0
