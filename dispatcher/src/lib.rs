@@ -66,9 +66,9 @@ impl Dispatcher {
 
     /// Handles a batch of event payloads, returning one outcome per payload in order.
     ///
-    /// The messages are read with one query and staged (or cancelled) with one update each
-    /// way; only the anti-dup claims stay one upsert per message, because the unique key is
-    /// what makes them race-free across replicas.
+    /// The messages are read with one query, their anti-dup claims inserted with one unordered
+    /// `insert_many` (only keys already held take extra single-document steps), and they are
+    /// staged (or cancelled) with one update each way.
     #[tracing::instrument(skip_all, fields(events = payloads.len()))]
     pub async fn handle_batch(&self, payloads: &[&[u8]]) -> Vec<Outcome> {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; payloads.len()];
@@ -111,12 +111,15 @@ impl Dispatcher {
                 Some(m) => to_claim.push((i, event, id, dedup::key(&m.to, &m.text))),
             }
         }
-        let claims = futures::future::join_all(
-            to_claim
-                .iter()
-                .map(|(_, _, id, key)| self.db.dedup.claim(key, *id, now, self.anti_dup_window)),
-        )
-        .await;
+        let keys: Vec<(&str, ObjectId)> = to_claim
+            .iter()
+            .map(|(_, _, id, key)| (key.as_str(), *id))
+            .collect();
+        let claims = self
+            .db
+            .dedup
+            .claim_many(&keys, now, self.anti_dup_window)
+            .await;
         let (mut won, mut lost) = (Vec::new(), Vec::new());
         for ((i, event, id, _), claim) in to_claim.into_iter().zip(claims) {
             match claim {

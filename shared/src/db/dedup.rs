@@ -2,7 +2,8 @@
 //!
 //! The document id is the digest, so the unique `_id` index decides races between dispatcher
 //! replicas: inserting the claim either succeeds or meets E11000, and a claim older than the
-//! window is taken over by one conditional update. The TTL index only cleans up expired claims;
+//! window is taken over by one conditional update. A batch's fresh claims go in one unordered
+//! `insert_many`. The TTL index only cleans up expired claims;
 //! it never decides.
 
 use std::time::Duration;
@@ -55,33 +56,74 @@ impl Dedup {
         .await
     }
 
-    /// Claims `key` for `message` at `now` unless another message claimed it within `window`.
+    /// Claims each `(key, message)` at `now` unless another message claimed the key within
+    /// `window`, returning one outcome per claim in order.
     ///
-    /// Three single-document steps, each a point look-up on `_id`: insert a fresh claim; else
-    /// renew this message's own claim (a redelivered event); else take over a claim older than
-    /// the window. Each step is atomic, so of two racers only one can win any of them.
-    pub async fn claim(
+    /// Fresh claims are inserted with one unordered `insert_many`; the unique `_id` index
+    /// refuses a key that is already held (E11000), and only those claims take the slower
+    /// path of two single-document steps: renew this message's own claim (a redelivered
+    /// event), else take over a claim older than the window. Each step is atomic, so of two
+    /// racers — in one batch or across replicas — only one can win a key.
+    pub async fn claim_many(
+        &self,
+        claims: &[(&str, ObjectId)],
+        now: DateTime,
+        window: Duration,
+    ) -> Vec<mongodb::error::Result<Claim>> {
+        if claims.is_empty() {
+            return Vec::new();
+        }
+        let window_ms = window.as_millis() as i64;
+        // Expired claims linger until the TTL monitor runs; keep them a day past the window.
+        let expires = DateTime::from_millis(now.timestamp_millis() + window_ms + 86_400_000);
+        let fresh = claims.iter().map(|(key, message)| DedupClaim {
+            key: (*key).to_owned(),
+            message_id: *message,
+            staged_at: now,
+            expires_at: expires,
+        });
+        // None: inserted (won); Some(Ok): the key is held, look closer; Some(Err): failed.
+        let mut held: Vec<Option<mongodb::error::Result<()>>> = vec![None; claims.len()];
+        if let Err(e) = self.0.insert_many(fresh).ordered(false).await {
+            match e.kind.as_ref() {
+                mongodb::error::ErrorKind::InsertMany(failure)
+                    if failure.write_concern_error.is_none() =>
+                {
+                    for w in failure.write_errors.iter().flatten() {
+                        held[w.index] = Some(if w.code == 11000 {
+                            Ok(())
+                        } else {
+                            Err(e.clone())
+                        });
+                    }
+                }
+                _ => return claims.iter().map(|_| Err(e.clone())).collect(),
+            }
+        }
+        let cutoff = DateTime::from_millis(now.timestamp_millis() - window_ms);
+        let slow = claims
+            .iter()
+            .zip(held)
+            .map(|((key, message), held)| async move {
+                match held {
+                    None => Ok(Claim::Won),
+                    Some(Err(e)) => Err(e),
+                    Some(Ok(())) => self.claim_held(key, *message, now, cutoff, expires).await,
+                }
+            });
+        futures::future::join_all(slow).await
+    }
+
+    /// A key some claim holds: renew it if it is `message`'s own, or take it over if it was
+    /// staged at or before `cutoff`; otherwise `message` is a duplicate.
+    async fn claim_held(
         &self,
         key: &str,
         message: ObjectId,
         now: DateTime,
-        window: Duration,
+        cutoff: DateTime,
+        expires: DateTime,
     ) -> mongodb::error::Result<Claim> {
-        let window_ms = window.as_millis() as i64;
-        let cutoff = DateTime::from_millis(now.timestamp_millis() - window_ms);
-        // Expired claims linger until the TTL monitor runs; keep them a day past the window.
-        let expires = DateTime::from_millis(now.timestamp_millis() + window_ms + 86_400_000);
-        let fresh = DedupClaim {
-            key: key.to_owned(),
-            message_id: message,
-            staged_at: now,
-            expires_at: expires,
-        };
-        match self.0.insert_one(&fresh).await {
-            Ok(_) => return Ok(Claim::Won),
-            Err(e) if super::is_duplicate_key(&e) => {}
-            Err(e) => return Err(e),
-        }
         let renew = doc! {"$set": {"message_id": message, "staged_at": now, "expires_at": expires}};
         let own = self
             .0
