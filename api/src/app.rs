@@ -33,6 +33,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         db,
         metrics,
         tasks: TaskTracker::new(),
+        client_writes: Default::default(),
         config,
     }))
 }

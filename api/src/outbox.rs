@@ -1,9 +1,21 @@
 //! Persist, then publish: message documents are their own outbox records. Events are published
 //! right after a request is stored; the sweeper republishes whatever is still unconfirmed a few
 //! seconds later (broker down, publish failed, API restarted mid-way).
+//!
+//! Marking confirmed messages published is bookkeeping that no client waits for, and it writes
+//! to the same collection as the requests being accepted. It therefore waits while this API
+//! is inserting requests ([`ClientWrites`]), for at most half the sweeper's grace period, so
+//! that a burst of large requests is not slowed by the marks of the requests before it.
+//! A dispatcher that stages a message marks it published too, so a deferred mark often finds
+//! nothing left to write.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use mongodb::bson::{oid::ObjectId, DateTime};
 use sms_shared::amqp::MessageEvent;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::state::AppState;
@@ -17,6 +29,52 @@ pub fn event(message_id: ObjectId, request_id: ObjectId, accepted_at: DateTime) 
         message_id: message_id.to_hex(),
         request_id: request_id.to_hex(),
         accepted_at_ms: accepted_at.timestamp_millis(),
+    }
+}
+
+/// Counts the request inserts in flight in this process, so that background writes to the same
+/// collection can wait for a quiet moment.
+#[derive(Clone, Default)]
+pub struct ClientWrites(Arc<Inner>);
+
+#[derive(Default)]
+struct Inner {
+    in_flight: AtomicUsize,
+    quiet: Notify,
+}
+
+/// One client insert in flight; dropping it ends it.
+pub struct ClientWrite(Arc<Inner>);
+
+impl ClientWrites {
+    /// Starts a client insert.
+    pub fn begin(&self) -> ClientWrite {
+        self.0.in_flight.fetch_add(1, Ordering::SeqCst);
+        ClientWrite(self.0.clone())
+    }
+
+    /// Returns once no client insert is in flight, or after `at_most`.
+    pub async fn quiet(&self, at_most: Duration) {
+        let _ = tokio::time::timeout(at_most, async {
+            loop {
+                let notified = self.0.quiet.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if self.0.in_flight.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await;
+    }
+}
+
+impl Drop for ClientWrite {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.quiet.notify_waiters();
+        }
     }
 }
 
@@ -38,6 +96,10 @@ pub async fn publish(state: &AppState, events: &[MessageEvent]) -> usize {
             .filter(|(_, ok)| *ok)
             .filter_map(|(e, _)| e.message_oid())
             .collect();
+        state
+            .client_writes
+            .quiet(state.config.outbox_grace / 2)
+            .await;
         if let Err(e) = state.db.messages.mark_published(&confirmed).await {
             // Left unpublished: the sweeper republishes them and the dispatcher ignores the repeat.
             tracing::warn!(error = %e, "could not mark messages published");

@@ -10,6 +10,7 @@ use sms_shared::metrics::Metrics;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::outbox::ClientWrites;
 
 pub struct App {
     pub config: Config,
@@ -19,6 +20,8 @@ pub struct App {
     pub metrics: Metrics,
     /// Background publishes started by requests; awaited at shutdown.
     pub tasks: TaskTracker,
+    /// Request inserts in flight, which outbox marks let pass first.
+    pub client_writes: ClientWrites,
 }
 
 #[derive(Clone)]

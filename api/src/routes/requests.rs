@@ -352,6 +352,7 @@ fn rejected(errors: FieldErrors) -> ApiError {
 
 /// Stores the request and its messages; on failure removes what was written.
 async fn store(state: &AppState, request: &SmsRequest, messages: &[Message]) -> ApiResult<()> {
+    let _writing = state.client_writes.begin();
     let result = async {
         state.db.requests.insert(request).await?;
         state.db.messages.insert_many(messages).await
