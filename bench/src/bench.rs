@@ -69,15 +69,10 @@ pub async fn run(args: &BenchArgs, progress: &Progress) -> anyhow::Result<BenchR
     let fixture = set_up(&api, &jwt, &run_id, args).await?;
     let agent_ids: Vec<ObjectId> = fixture.agents.iter().map(|(id, _)| *id).collect();
 
-    let figures = raw::run(
-        &db,
-        &run_id,
-        args.messages,
-        &agent_ids,
-        args.batch_size,
-        progress,
-    )
-    .await?;
+    // The requests of the run; the raw insert uses their sizes as its batches.
+    let plans = workload::plan(args.messages, args.agents, args.batch_size);
+    let batches: Vec<usize> = plans.iter().map(|p| p.messages.len()).collect();
+    let figures = raw::run(&db, &run_id, &batches, &agent_ids, progress).await?;
     report.raw_indexes = figures.indexes as u64;
     report.raw_insert_seconds = figures.insert.as_secs_f64();
     report.raw_find_and_modify_seconds = figures.find_and_modify.as_secs_f64();
@@ -88,7 +83,6 @@ pub async fn run(args: &BenchArgs, progress: &Progress) -> anyhow::Result<BenchR
     let of_run = doc! {"agent_id": {"$in": &agent_ids}};
 
     // Submission, with staging counted from the first request on.
-    let plans = workload::plan(args.messages, args.agents, args.batch_size);
     report.requests = plans.len() as u64;
     let started = Instant::now();
     let submitted = submit(&api, &fixture, &run_id, &plans, args.clients, progress).await?;

@@ -1,5 +1,5 @@
 //! The database's own speed, as the yardstick for the service: `insert_many` of message
-//! documents in the API's batch size, and a naive lease loop of one `find_one_and_update` per
+//! documents in the batch sizes the API inserts (one batch per request of the run), and a naive lease loop of one `find_one_and_update` per
 //! message. Both run on a scratch collection of the deployment's database that carries the same
 //! indexes as `sms_messages`, and that is dropped afterwards.
 
@@ -27,18 +27,17 @@ pub struct RawFigures {
     pub indexes: usize,
 }
 
-/// Runs both raw phases over `n` documents spread across `agents`, then drops the scratch
-/// collection (also when a phase fails).
+/// Runs both raw phases over documents spread across `agents`, inserted in `batches` (their
+/// sizes), then drops the scratch collection (also when a phase fails).
 pub async fn run(
     db: &Database,
     run_id: &str,
-    n: usize,
+    batches: &[usize],
     agents: &[ObjectId],
-    batch: usize,
     progress: &Progress,
 ) -> anyhow::Result<RawFigures> {
     let scratch: Collection<Message> = db.collection(&format!("bench_scratch_{run_id}"));
-    let result = measure(db, &scratch, run_id, n, agents, batch, progress).await;
+    let result = measure(db, &scratch, run_id, batches, agents, progress).await;
     scratch
         .drop()
         .await
@@ -50,17 +49,20 @@ async fn measure(
     db: &Database,
     scratch: &Collection<Message>,
     run_id: &str,
-    n: usize,
+    batches: &[usize],
     agents: &[ObjectId],
-    batch: usize,
     progress: &Progress,
 ) -> anyhow::Result<RawFigures> {
     let indexes = copy_indexes(db, scratch).await?;
-    let docs = documents(run_id, n, agents, batch);
+    let n = batches.iter().sum();
+    let docs = documents(run_id, batches, agents);
 
     let bar = progress.bar("raw insert_many", n as u64);
     let started = Instant::now();
-    for chunk in docs.chunks(batch.max(1)) {
+    let mut rest = docs.as_slice();
+    for &size in batches {
+        let (chunk, tail) = rest.split_at(size.min(rest.len()));
+        rest = tail;
         scratch
             .insert_many(chunk)
             .ordered(false)
@@ -155,14 +157,15 @@ async fn copy_indexes(db: &Database, scratch: &Collection<Message>) -> anyhow::R
 /// `n` message documents as `POST /requests` stores them (same fields, same text sizes), already
 /// marked staged as a dispatcher leaves them, so that the lease loop finds them by the same index
 /// the service uses.
-fn documents(run_id: &str, n: usize, agents: &[ObjectId], batch: usize) -> Vec<Message> {
+fn documents(run_id: &str, batches: &[usize], agents: &[ObjectId]) -> Vec<Message> {
     let template_id = ObjectId::new();
-    let mut request_id = ObjectId::new();
+    let n: usize = batches.iter().sum();
     let mut out = Vec::with_capacity(n);
+    let mut request_of = batches
+        .iter()
+        .flat_map(|&size| std::iter::repeat_n(ObjectId::new(), size));
     for i in 0..n {
-        if i % batch.max(1) == 0 {
-            request_id = ObjectId::new();
-        }
+        let request_id = request_of.next().expect("one request per document");
         let now = DateTime::now();
         let to = phone::normalize(&workload::phone(i), "+84", true)
             .unwrap_or_else(|_| format!("+84{}", &workload::phone(i)[1..]));
