@@ -194,3 +194,38 @@ pub async fn run_sweeper(state: AppState, stop: CancellationToken) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[tokio::test]
+    async fn quiet_waits_for_client_writes_but_not_longer_than_allowed() {
+        let writes = ClientWrites::default();
+        let started = Instant::now();
+        writes.quiet(Duration::from_secs(5)).await;
+        assert!(started.elapsed() < Duration::from_secs(1), "idle: no wait");
+
+        let write = writes.begin();
+        let waiter = tokio::spawn({
+            let writes = writes.clone();
+            async move { writes.quiet(Duration::from_secs(30)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "a write is in flight");
+        drop(write);
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("the wait ends when the write ends")
+            .unwrap();
+
+        let _stuck = writes.begin();
+        let started = Instant::now();
+        writes.quiet(Duration::from_millis(100)).await;
+        assert!(
+            started.elapsed() >= Duration::from_millis(100),
+            "bounded wait"
+        );
+    }
+}
