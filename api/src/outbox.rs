@@ -2,16 +2,18 @@
 //! right after a request is stored; the sweeper republishes whatever is still unconfirmed a few
 //! seconds later (broker down, publish failed, API restarted mid-way).
 //!
-//! Marking confirmed messages published is bookkeeping that no client waits for, and it writes
-//! to the same collection as the requests being accepted. It therefore waits while this API
-//! is inserting requests ([`ClientWrites`]), for at most half the sweeper's grace period, so
-//! that a burst of large requests is not slowed by the marks of the requests before it.
-//! A dispatcher that stages a message marks it published too, so a deferred mark often finds
-//! nothing left to write.
+//! Publishing and marking write nothing a client waits for, yet both compete with the requests
+//! being accepted: a published event makes a dispatcher stage its message (writes to the same
+//! collection), and a mark writes to it directly. So while this API is inserting requests
+//! ([`ClientWrites`]), they wait: events until no insert is in flight, marks until none has been
+//! for a moment. Neither waits longer than half the sweeper's grace period after the request was
+//! accepted, so a steady stream of requests only delays them, and a lone request is published at
+//! once. A dispatcher that stages a message marks it published too, so a deferred mark often
+//! finds nothing left to write.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mongodb::bson::{oid::ObjectId, DateTime};
 use sms_shared::amqp::MessageEvent;
@@ -32,15 +34,47 @@ pub fn event(message_id: ObjectId, request_id: ObjectId, accepted_at: DateTime) 
     }
 }
 
+/// How long no client insert may have been in flight before the collection counts as quiet. A
+/// burst from several clients leaves gaps of a few milliseconds between its inserts (responses,
+/// the next request's parsing); those are not quiet moments.
+const SETTLE: Duration = Duration::from_millis(100);
+
 /// Counts the request inserts in flight in this process, so that background writes to the same
 /// collection can wait for a quiet moment.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct ClientWrites(Arc<Inner>);
 
-#[derive(Default)]
 struct Inner {
     in_flight: AtomicUsize,
+    /// Milliseconds after `epoch` at which the last insert ended, plus one; 0 before the first.
+    last_end: AtomicU64,
+    epoch: Instant,
     quiet: Notify,
+}
+
+impl Default for ClientWrites {
+    fn default() -> Self {
+        Self(Arc::new(Inner {
+            in_flight: AtomicUsize::new(0),
+            last_end: AtomicU64::new(0),
+            epoch: Instant::now(),
+            quiet: Notify::new(),
+        }))
+    }
+}
+
+impl Inner {
+    /// How long it has been since the last insert ended (`None`: there never was one).
+    fn idle_for(&self) -> Option<Duration> {
+        match self.last_end.load(Ordering::SeqCst) {
+            0 => None,
+            end => Some(
+                self.epoch
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(end - 1)),
+            ),
+        }
+    }
 }
 
 /// One client insert in flight; dropping it ends it.
@@ -53,17 +87,30 @@ impl ClientWrites {
         ClientWrite(self.0.clone())
     }
 
-    /// Returns once no client insert is in flight, or after `at_most`.
-    pub async fn quiet(&self, at_most: Duration) {
-        let _ = tokio::time::timeout(at_most, async {
+    /// Returns once no client insert is in flight, or at `deadline`.
+    pub async fn idle(&self, deadline: Instant) {
+        self.wait(deadline, Duration::ZERO).await
+    }
+
+    /// Returns once no client insert has been in flight for [`SETTLE`], or at `deadline`.
+    pub async fn settled(&self, deadline: Instant) {
+        self.wait(deadline, SETTLE).await
+    }
+
+    async fn wait(&self, deadline: Instant, settle: Duration) {
+        let _ = tokio::time::timeout_at(deadline.into(), async {
             loop {
                 let notified = self.0.quiet.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
-                if self.0.in_flight.load(Ordering::SeqCst) == 0 {
-                    return;
+                if self.0.in_flight.load(Ordering::SeqCst) > 0 {
+                    notified.await;
+                    continue;
                 }
-                notified.await;
+                match self.0.idle_for() {
+                    Some(idle) if idle < settle => tokio::time::sleep(settle - idle).await,
+                    _ => return,
+                }
             }
         })
         .await;
@@ -72,42 +119,47 @@ impl ClientWrites {
 
 impl Drop for ClientWrite {
     fn drop(&mut self) {
+        let end = self.0.epoch.elapsed().as_millis() as u64 + 1;
+        self.0.last_end.store(end, Ordering::SeqCst);
         if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.0.quiet.notify_waiters();
         }
     }
 }
 
-/// Publishes `events` and marks the confirmed ones published. Returns how many were confirmed.
-/// Failures are logged and left to the sweeper.
-pub async fn publish(state: &AppState, events: &[MessageEvent]) -> usize {
-    let mut confirmed_total = 0;
+/// Publishes `events` and marks the confirmed ones published, both deferred while this API is
+/// inserting requests, at most until half the grace period after `since`. Returns how many were
+/// confirmed and marked. Failures are logged and left to the sweeper.
+pub async fn publish(state: &AppState, events: &[MessageEvent], since: Instant) -> usize {
+    let deadline = since + state.config.outbox_grace / 2;
+    state.client_writes.idle(deadline).await;
+    let mut confirmed: Vec<ObjectId> = Vec::with_capacity(events.len());
     for chunk in events.chunks(BATCH) {
-        let results = match state.publisher.publish(chunk).await {
-            Ok(r) => r,
+        match state.publisher.publish(chunk).await {
+            Ok(results) => confirmed.extend(
+                chunk
+                    .iter()
+                    .zip(results)
+                    .filter(|(_, ok)| *ok)
+                    .filter_map(|(e, _)| e.message_oid()),
+            ),
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), count = chunk.len(), "events not published; the sweeper will retry");
-                return confirmed_total;
+                break;
             }
-        };
-        let confirmed: Vec<ObjectId> = chunk
-            .iter()
-            .zip(results)
-            .filter(|(_, ok)| *ok)
-            .filter_map(|(e, _)| e.message_oid())
-            .collect();
-        state
-            .client_writes
-            .quiet(state.config.outbox_grace / 2)
-            .await;
-        if let Err(e) = state.db.messages.mark_published(&confirmed).await {
+        }
+    }
+    state.client_writes.settled(deadline).await;
+    let mut marked = 0;
+    for ids in confirmed.chunks(BATCH) {
+        if let Err(e) = state.db.messages.mark_published(ids).await {
             // Left unpublished: the sweeper republishes them and the dispatcher ignores the repeat.
             tracing::warn!(error = %e, "could not mark messages published");
-            return confirmed_total;
+            break;
         }
-        confirmed_total += confirmed.len();
+        marked += ids.len();
     }
-    confirmed_total
+    marked
 }
 
 /// One sweep: republishes messages still unpublished after the grace period. Returns how many
@@ -122,7 +174,7 @@ pub async fn sweep_once(state: &AppState) -> anyhow::Result<usize> {
             return Ok(total);
         }
         let events: Vec<MessageEvent> = stale.iter().map(|(m, r, at)| event(*m, *r, *at)).collect();
-        let confirmed = publish(state, &events).await;
+        let confirmed = publish(state, &events, Instant::now()).await;
         state.metrics.outbox_republished.inc_by(confirmed as u64);
         total += confirmed;
         if confirmed < events.len() || stale.len() < BATCH {
@@ -198,34 +250,58 @@ pub async fn run_sweeper(state: AppState, stop: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Instant;
 
     #[tokio::test]
-    async fn quiet_waits_for_client_writes_but_not_longer_than_allowed() {
+    async fn waits_for_client_writes_but_not_past_the_deadline() {
         let writes = ClientWrites::default();
+        let far = Instant::now() + Duration::from_secs(30);
         let started = Instant::now();
-        writes.quiet(Duration::from_secs(5)).await;
-        assert!(started.elapsed() < Duration::from_secs(1), "idle: no wait");
+        writes.idle(far).await;
+        writes.settled(far).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "no writes yet: no wait"
+        );
 
         let write = writes.begin();
-        let waiter = tokio::spawn({
+        let idle = tokio::spawn({
             let writes = writes.clone();
-            async move { writes.quiet(Duration::from_secs(30)).await }
+            async move { writes.idle(far).await }
+        });
+        let settled = tokio::spawn({
+            let writes = writes.clone();
+            async move { writes.settled(far).await }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!waiter.is_finished(), "a write is in flight");
+        assert!(!idle.is_finished(), "a write is in flight");
+        assert!(!settled.is_finished(), "a write is in flight");
+        let ended = Instant::now();
         drop(write);
-        tokio::time::timeout(Duration::from_secs(5), waiter)
+        tokio::time::timeout(Duration::from_secs(5), idle)
             .await
-            .expect("the wait ends when the write ends")
+            .expect("idle as soon as the write ends")
             .unwrap();
+        assert!(
+            ended.elapsed() < SETTLE,
+            "idle does not wait for a quiet moment"
+        );
+        tokio::time::timeout(Duration::from_secs(5), settled)
+            .await
+            .expect("settled after the write ends")
+            .unwrap();
+        assert!(
+            ended.elapsed() >= SETTLE,
+            "a quiet moment lasts {SETTLE:?}, not just the gap between two writes"
+        );
 
         let _stuck = writes.begin();
         let started = Instant::now();
-        writes.quiet(Duration::from_millis(100)).await;
+        writes.idle(started + Duration::from_millis(100)).await;
+        writes.settled(started + Duration::from_millis(100)).await;
+        let waited = started.elapsed();
         assert!(
-            started.elapsed() >= Duration::from_millis(100),
-            "bounded wait"
+            waited >= Duration::from_millis(100) && waited < Duration::from_secs(1),
+            "both wait until the deadline and no longer: {waited:?}"
         );
     }
 }

@@ -328,9 +328,10 @@ async fn create_request(
         .map(|m| outbox::event(m.id, m.request_id, m.created_at))
         .collect();
     let publish_state = state.clone();
+    let accepted = std::time::Instant::now();
     state.tasks.spawn(async move {
         crate::fault::maybe_crash_before_publish().await;
-        outbox::publish(&publish_state, &events).await;
+        outbox::publish(&publish_state, &events, accepted).await;
     });
     tracing::info!(request_id = %request.id, total = n, "request accepted");
     Ok((
