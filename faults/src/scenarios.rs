@@ -206,6 +206,13 @@ async fn poison_event(ctx: &mut Ctx) -> anyhow::Result<Tally> {
     let mut run = Run::start(ctx, &[], None, 1).await?;
     run.stack.start_dispatcher(None)?;
     run.submit(0, 0, 20).await?;
+    // Once those are staged the queue exists and is consumed; an event published before any
+    // queue is bound would be unroutable rather than poison.
+    let flowing = eventually(30, || async {
+        run.count(doc! {"staged": true}).await == 20
+    })
+    .await;
+    ensure!(flowing, "the first 20 messages were not staged");
     let topology = sms_shared::amqp::Topology::new(&run.stack.prefix);
     let (conn, ch) = amqp_channel().await?;
     ch.confirm_select(Default::default()).await?;
