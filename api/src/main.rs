@@ -44,6 +44,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 commands::create_indexes(&state.db).await?;
                 commands::seed_admin(&state.db, &state.config).await?;
             }
+            sms_shared::domain::phone::warm_up();
             let listener = tokio::net::TcpListener::bind(state.config.http.addr).await?;
             sms_api::app::run(listener, state, sms_api::app::shutdown_signal()).await
         }
