@@ -1,12 +1,13 @@
 //! The database's own speed, as the yardstick for the service: `insert_many` of message
-//! documents in the batch sizes the API inserts (one batch per request of the run), and a naive lease loop of one `find_one_and_update` per
+//! documents in the batch sizes the API inserts (one batch per request of the run), as many at
+//! once as the run has clients, and a naive lease loop of one `find_one_and_update` per
 //! message. Both run on a scratch collection of the deployment's database that carries the same
 //! indexes as `sms_messages`, and that is dropped afterwards.
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
 use mongodb::{Collection, Database, IndexModel};
 use sms_shared::db::messages::Message;
@@ -28,16 +29,18 @@ pub struct RawFigures {
 }
 
 /// Runs both raw phases over documents spread across `agents`, inserted in `batches` (their
-/// sizes), then drops the scratch collection (also when a phase fails).
+/// sizes), `concurrency` batches at a time, then drops the scratch collection (also when a phase
+/// fails).
 pub async fn run(
     db: &Database,
     run_id: &str,
     batches: &[usize],
+    concurrency: usize,
     agents: &[ObjectId],
     progress: &Progress,
 ) -> anyhow::Result<RawFigures> {
     let scratch: Collection<Message> = db.collection(&format!("bench_scratch_{run_id}"));
-    let result = measure(db, &scratch, run_id, batches, agents, progress).await;
+    let result = measure(db, &scratch, run_id, batches, concurrency, agents, progress).await;
     scratch
         .drop()
         .await
@@ -50,6 +53,7 @@ async fn measure(
     scratch: &Collection<Message>,
     run_id: &str,
     batches: &[usize],
+    concurrency: usize,
     agents: &[ObjectId],
     progress: &Progress,
 ) -> anyhow::Result<RawFigures> {
@@ -58,18 +62,30 @@ async fn measure(
     let docs = documents(run_id, batches, agents);
 
     let bar = progress.bar("raw insert_many", n as u64);
-    let started = Instant::now();
+    let mut chunks = Vec::with_capacity(batches.len());
     let mut rest = docs.as_slice();
     for &size in batches {
         let (chunk, tail) = rest.split_at(size.min(rest.len()));
+        chunks.push(chunk);
         rest = tail;
-        scratch
-            .insert_many(chunk)
-            .ordered(false)
-            .await
-            .context("raw insert_many")?;
-        bar.inc(chunk.len() as u64);
     }
+    let started = Instant::now();
+    futures::stream::iter(chunks)
+        .map(|chunk| {
+            let bar = &bar;
+            async move {
+                scratch
+                    .insert_many(chunk)
+                    .ordered(false)
+                    .await
+                    .context("raw insert_many")?;
+                bar.inc(chunk.len() as u64);
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .try_collect::<()>()
+        .await?;
     let insert = started.elapsed();
     bar.finish();
     drop(docs);
