@@ -10,9 +10,9 @@ use anyhow::Context;
 use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
 use mongodb::{Collection, Database, IndexModel};
-use sms_shared::db::messages::Message;
+use sms_shared::db::messages::{Message, NewMessage};
+use sms_shared::domain::phone;
 use sms_shared::domain::status::Status;
-use sms_shared::domain::{phone, segments};
 
 use crate::progress::Progress;
 use crate::workload;
@@ -186,36 +186,20 @@ fn documents(run_id: &str, batches: &[usize], agents: &[ObjectId]) -> Vec<Messag
         let to = phone::normalize(&workload::phone(i), "+84", true)
             .unwrap_or_else(|_| format!("+84{}", &workload::phone(i)[1..]));
         let text = workload::text(&workload::code(run_id, i));
-        let (encoding, parts) = segments::count(&text);
-        out.push(Message {
-            id: ObjectId::new(),
-            request_id,
-            api_key_id: Some(template_id),
-            client_name: "sms-bench".into(),
-            agent_id: agents[i % agents.len()],
-            template_id,
-            to,
-            text,
-            status: Status::Pending,
-            priority_weight: 50,
-            segments: parts as i32,
-            encoding: encoding.as_str().to_owned(),
-            created_at: now,
-            updated_at: now,
-            published: true,
-            published_at: Some(now),
-            staged: true,
-            staged_at: Some(now),
-            lease_id: None,
-            lease_expires_at: None,
-            leased_at: None,
-            attempts: 0,
-            sending_at: None,
-            sent_at: None,
-            delivered_at: None,
-            failed_at: None,
-            last_error: None,
-        });
+        out.push(
+            Message::pending(NewMessage {
+                request_id,
+                api_key_id: Some(template_id),
+                client_name: "sms-bench".into(),
+                agent_id: agents[i % agents.len()],
+                template_id,
+                to,
+                text,
+                priority_weight: 50,
+                created_at: now,
+            })
+            .staged_at(now),
+        );
     }
     out
 }

@@ -9,11 +9,11 @@ use mongodb::bson::{oid::ObjectId, DateTime};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sms_shared::db::api_keys::{SCOPE_READ, SCOPE_SEND};
-use sms_shared::db::messages::{Message, MessageFilter};
+use sms_shared::db::messages::{Message, MessageFilter, NewMessage};
 use sms_shared::db::requests::SmsRequest;
 use sms_shared::db::usage::seconds_until_tomorrow;
 use sms_shared::domain::status::Status;
-use sms_shared::domain::{phone, segments, template};
+use sms_shared::domain::{phone, template};
 use sms_shared::time::{self, serde_rfc3339};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -270,9 +270,7 @@ async fn create_request(
     let messages: Vec<Message> = rendered
         .into_iter()
         .map(|(to, text)| {
-            let (encoding, parts) = segments::count(&text);
-            Message {
-                id: ObjectId::new(),
+            Message::pending(NewMessage {
                 request_id: request.id,
                 api_key_id: tenant,
                 client_name: client_name.clone(),
@@ -280,26 +278,9 @@ async fn create_request(
                 template_id: template.id,
                 to,
                 text,
-                status: Status::Pending,
                 priority_weight: priority,
-                segments: parts as i32,
-                encoding: encoding.as_str().to_owned(),
                 created_at,
-                updated_at: created_at,
-                published: false,
-                published_at: None,
-                staged: false,
-                staged_at: None,
-                lease_id: None,
-                lease_expires_at: None,
-                leased_at: None,
-                attempts: 0,
-                sending_at: None,
-                sent_at: None,
-                delivered_at: None,
-                failed_at: None,
-                last_error: None,
-            }
+            })
         })
         .collect();
 

@@ -11,7 +11,7 @@ use futures::TryStreamExt;
 use mongodb::bson::{self, doc, oid::ObjectId, DateTime};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use sms_shared::db::messages::Message;
+use sms_shared::db::messages::{Message, NewMessage};
 use sms_shared::domain::status::Status;
 
 use crate::helpers::*;
@@ -22,36 +22,18 @@ const FAST: (&str, &str) = ("AGENT_RATE_LIMIT_PER_MIN", "100000");
 fn staged(agent: ObjectId, priority_weight: i32, age_ms: i64) -> Message {
     let now = DateTime::now().timestamp_millis();
     let created_at = DateTime::from_millis(now - age_ms);
-    let id = ObjectId::new();
-    Message {
-        id,
+    Message::pending(NewMessage {
         request_id: ObjectId::new(),
         api_key_id: None,
         client_name: "SafeShop".into(),
         agent_id: agent,
         template_id: ObjectId::new(),
         to: "+84901234567".into(),
-        text: format!("Your code is {}", &id.to_hex()[18..]),
-        status: Status::Pending,
+        text: format!("Your code is {}", &ObjectId::new().to_hex()[18..]),
         priority_weight,
-        segments: 1,
-        encoding: "GSM-7".into(),
         created_at,
-        updated_at: created_at,
-        published: true,
-        published_at: Some(created_at),
-        staged: true,
-        staged_at: Some(created_at),
-        lease_id: None,
-        lease_expires_at: None,
-        leased_at: None,
-        attempts: 0,
-        sending_at: None,
-        sent_at: None,
-        delivered_at: None,
-        failed_at: None,
-        last_error: None,
-    }
+    })
+    .staged_at(created_at)
 }
 
 /// `m` put in `status` as if it had got there normally (lease live for a minute).

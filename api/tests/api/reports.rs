@@ -1,7 +1,7 @@
 use mongodb::bson::{oid::ObjectId, DateTime};
 use reqwest::{header, Method, StatusCode};
 use serde_json::{json, Value};
-use sms_shared::db::messages::Message;
+use sms_shared::db::messages::{Message, NewMessage};
 use sms_shared::domain::status::Status;
 
 use crate::helpers::*;
@@ -25,33 +25,20 @@ fn message(
 ) -> Message {
     let created_at = at(created_at);
     Message {
-        id: ObjectId::new(),
-        request_id: ObjectId::new(),
-        api_key_id: key.map(|(id, _)| id),
-        client_name: key.map_or("operator", |(_, name)| name).to_owned(),
-        agent_id,
-        template_id: ObjectId::new(),
-        to: "+84901234567".to_owned(),
-        text: "Mã OTP của bạn là 123456".to_owned(),
         status,
-        priority_weight: 50,
         segments,
-        encoding: "UCS-2".to_owned(),
-        created_at,
-        updated_at: created_at,
-        published: true,
-        published_at: Some(created_at),
-        staged: true,
-        staged_at: Some(created_at),
-        lease_id: None,
-        lease_expires_at: None,
-        leased_at: None,
-        attempts: 0,
-        sending_at: None,
-        sent_at: None,
-        delivered_at: None,
-        failed_at: None,
-        last_error: None,
+        ..Message::pending(NewMessage {
+            request_id: ObjectId::new(),
+            api_key_id: key.map(|(id, _)| id),
+            client_name: key.map_or("operator", |(_, name)| name).to_owned(),
+            agent_id,
+            template_id: ObjectId::new(),
+            to: "+84901234567".to_owned(),
+            text: "Mã OTP của bạn là 123456".to_owned(),
+            priority_weight: 50,
+            created_at,
+        })
+        .staged_at(created_at)
     }
 }
 

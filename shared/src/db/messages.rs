@@ -53,6 +53,68 @@ pub struct Message {
     pub last_error: Option<String>,
 }
 
+/// What a new message is made of; the rest of a [`Message`] starts empty.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub request_id: ObjectId,
+    pub api_key_id: Option<ObjectId>,
+    pub client_name: String,
+    pub agent_id: ObjectId,
+    pub template_id: ObjectId,
+    pub to: String,
+    pub text: String,
+    pub priority_weight: i32,
+    pub created_at: DateTime,
+}
+
+impl Message {
+    /// A `PENDING` message as a request stores it: neither published nor staged, with its
+    /// encoding and segment count taken from its text.
+    pub fn pending(new: NewMessage) -> Self {
+        let (encoding, parts) = crate::domain::segments::count(&new.text);
+        Self {
+            id: ObjectId::new(),
+            request_id: new.request_id,
+            api_key_id: new.api_key_id,
+            client_name: new.client_name,
+            agent_id: new.agent_id,
+            template_id: new.template_id,
+            to: new.to,
+            text: new.text,
+            status: Status::Pending,
+            priority_weight: new.priority_weight,
+            segments: parts as i32,
+            encoding: encoding.as_str().to_owned(),
+            created_at: new.created_at,
+            updated_at: new.created_at,
+            published: false,
+            published_at: None,
+            staged: false,
+            staged_at: None,
+            lease_id: None,
+            lease_expires_at: None,
+            leased_at: None,
+            attempts: 0,
+            sending_at: None,
+            sent_at: None,
+            delivered_at: None,
+            failed_at: None,
+            last_error: None,
+        }
+    }
+
+    /// The same message published and staged at `at`, as a dispatcher leaves it.
+    pub fn staged_at(self, at: DateTime) -> Self {
+        Self {
+            published: true,
+            published_at: Some(at),
+            staged: true,
+            staged_at: Some(at),
+            ..self
+        }
+    }
+}
+
 /// Filters of message listings; the tenant filter is applied by the caller's credential.
 #[derive(Debug, Default, Clone)]
 pub struct MessageFilter {
@@ -638,5 +700,49 @@ impl Messages {
             out.push((agent, n));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new(text: &str, at: DateTime) -> NewMessage {
+        NewMessage {
+            request_id: ObjectId::new(),
+            api_key_id: None,
+            client_name: "SafeShop".into(),
+            agent_id: ObjectId::new(),
+            template_id: ObjectId::new(),
+            to: "+84901234567".into(),
+            text: text.into(),
+            priority_weight: 70,
+            created_at: at,
+        }
+    }
+
+    #[test]
+    fn a_new_message_is_pending_unpublished_and_counted_from_its_text() {
+        let at = DateTime::from_millis(1_700_000_000_000);
+        let m = Message::pending(new("Mã OTP của bạn là 123456", at));
+        assert_eq!(m.status, Status::Pending);
+        assert_eq!((m.published, m.staged), (false, false));
+        assert_eq!((m.published_at, m.staged_at), (None, None));
+        assert_eq!((m.encoding.as_str(), m.segments), ("UCS-2", 1));
+        assert_eq!((m.created_at, m.updated_at), (at, at));
+        assert_eq!((m.priority_weight, m.attempts), (70, 0));
+
+        let long = "a".repeat(161);
+        let m = Message::pending(new(&long, at));
+        assert_eq!((m.encoding.as_str(), m.segments), ("GSM-7", 2));
+
+        let later = DateTime::from_millis(1_700_000_001_000);
+        let staged = m.clone().staged_at(later);
+        assert_eq!((staged.published, staged.staged), (true, true));
+        assert_eq!(
+            (staged.published_at, staged.staged_at),
+            (Some(later), Some(later))
+        );
+        assert_eq!((staged.id, staged.created_at), (m.id, at));
     }
 }
