@@ -12,23 +12,13 @@ ensure_secantus
 ensure_rabbitmq
 cargo build --quiet --release -p sms-api
 
-work="$(mktemp -d /tmp/sms-export-memory.XXXXXX)"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-mongo_port="$(free_port)"
-pids+=("$(start_secantus "$mongo_port" "$work/db")")
+scratch_stack sms-export-memory
 api_port="$(free_port)"
 export MONGO_URI="mongodb://127.0.0.1:$mongo_port" MONGO_DB="sms_export_$$" AMQP_PREFIX="export-$$" \
   JWT_SECRET="export-memory-secret" HTTP_ADDR="127.0.0.1:$api_port" ALLOWED_HOSTS="127.0.0.1" \
   SEED_ADMIN=1 SEED_ADMIN_PASSWORD="export-admin" RUST_LOG=warn BLOCK_INTERNATIONAL=1
 target/release/sms-api serve >"$work/api.log" 2>&1 & api_pid=$!; pids+=("$api_pid")
-for _ in $(seq 1 100); do port_open 127.0.0.1 "$api_port" && break; sleep 0.2; done
+wait_port "$api_port" || { tail -20 "$work/api.log" >&2; exit 1; }
 
 jwt="$(mint_jwt "$JWT_SECRET" export-memory)"
 log "storing $n messages through the API"

@@ -53,6 +53,29 @@ start_secantus() {
   return 1
 }
 
+# Waits up to 20 s until something accepts connections on 127.0.0.1 PORT.
+wait_port() {
+  for _ in $(seq 1 100); do port_open 127.0.0.1 "$1" && return 0; sleep 0.2; done
+  return 1
+}
+
+# For scripts that run a throw-away stack: makes a temporary folder `$work` (named after PREFIX),
+# starts SecantusDB on a free port `$mongo_port` with its data there, and on exit stops every
+# process whose pid is in `pids` and removes the folder.
+scratch_stack() {
+  work="$(mktemp -d "/tmp/$1.XXXXXX")"
+  pids=()
+  trap scratch_stack_cleanup EXIT
+  mongo_port="$(free_port)"
+  pids+=("$(start_secantus "$mongo_port" "$work/db")")
+}
+
+scratch_stack_cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+
 # Makes sure RabbitMQ answers on 127.0.0.1:5672, starting the local broker when it is installed.
 ensure_rabbitmq() {
   port_open 127.0.0.1 5672 && return 0

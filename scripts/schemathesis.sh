@@ -19,17 +19,7 @@ ensure_secantus
 ensure_rabbitmq
 cargo build --quiet -p sms-api -p sms-dispatcher --bins
 
-work="$(mktemp -d /tmp/sms-schemathesis.XXXXXX)"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-mongo_port="$(free_port)"
-pids+=("$(start_secantus "$mongo_port" "$work/db")")
+scratch_stack sms-schemathesis
 api_port="$(free_port)"
 id="st$(date +%s)$$"
 export MONGO_URI="mongodb://127.0.0.1:$mongo_port" MONGO_DB="sms_$id" AMQP_PREFIX="$id" \
@@ -37,7 +27,7 @@ export MONGO_URI="mongodb://127.0.0.1:$mongo_port" MONGO_DB="sms_$id" AMQP_PREFI
   SEED_ADMIN=1 SEED_ADMIN_PASSWORD="schemathesis-admin" DISPATCHER_METRICS_ADDR="127.0.0.1:0" RUST_LOG=warn
 target/debug/sms-api serve >"$work/api.log" 2>&1 & pids+=("$!")
 target/debug/sms-dispatcher >"$work/dispatcher.log" 2>&1 & pids+=("$!")
-for _ in $(seq 1 100); do port_open 127.0.0.1 "$api_port" && break; sleep 0.2; done
+wait_port "$api_port" || { tail -20 "$work/api.log" >&2; exit 1; }
 
 jwt="$(mint_jwt "$JWT_SECRET" schemathesis)"
 
