@@ -62,7 +62,7 @@ pub struct BenchArgs {
     /// Simulated agents; the messages are spread evenly across them.
     #[arg(long, default_value_t = 20)]
     pub agents: usize,
-    /// Concurrent API clients submitting requests.
+    /// Concurrent API clients submitting requests (and concurrent batches of the raw insert).
     #[arg(long, default_value_t = 4)]
     pub clients: usize,
     /// Most recipients per request (the API's MAX_RECIPIENTS_PER_REQUEST).
