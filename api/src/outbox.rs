@@ -1,6 +1,7 @@
 //! Persist, then publish: message documents are their own outbox records. Events are published
-//! right after a request is stored; the sweeper republishes whatever is still unconfirmed a few
-//! seconds later (broker down, publish failed, API restarted mid-way).
+//! after a request is stored (at once, or deferred during a burst as below); the sweeper
+//! republishes whatever is still unconfirmed a few seconds later (broker down, publish failed,
+//! API restarted mid-way).
 //!
 //! Publishing and marking write nothing a client waits for, yet both compete with the requests
 //! being accepted: a published event makes a dispatcher stage its message (writes to the same

@@ -20,7 +20,7 @@ pub struct App {
     pub metrics: Metrics,
     /// Background publishes started by requests; awaited at shutdown.
     pub tasks: TaskTracker,
-    /// Request inserts in flight, which outbox marks let pass first.
+    /// Request inserts in flight, which outbox publishes and marks let pass first.
     pub client_writes: ClientWrites,
 }
 
