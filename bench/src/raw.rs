@@ -62,24 +62,17 @@ async fn measure(
     let docs = documents(run_id, batches, agents);
 
     let bar = progress.bar("raw insert_many", n as u64);
-    let mut chunks = Vec::with_capacity(batches.len());
-    let mut rest = docs.as_slice();
-    for &size in batches {
-        let (chunk, tail) = rest.split_at(size.min(rest.len()));
-        chunks.push(chunk);
-        rest = tail;
-    }
     let started = Instant::now();
-    futures::stream::iter(chunks)
-        .map(|chunk| {
+    futures::stream::iter(&docs)
+        .map(|batch| {
             let bar = &bar;
             async move {
                 scratch
-                    .insert_many(chunk)
+                    .insert_many(batch)
                     .ordered(false)
                     .await
                     .context("raw insert_many")?;
-                bar.inc(chunk.len() as u64);
+                bar.inc(batch.len() as u64);
                 anyhow::Ok(())
             }
         })
@@ -170,36 +163,38 @@ async fn copy_indexes(db: &Database, scratch: &Collection<Message>) -> anyhow::R
     Ok(count)
 }
 
-/// `n` message documents as `POST /requests` stores them (same fields, same text sizes), already
-/// marked staged as a dispatcher leaves them, so that the lease loop finds them by the same index
-/// the service uses.
-fn documents(run_id: &str, batches: &[usize], agents: &[ObjectId]) -> Vec<Message> {
+/// Message documents as `POST /requests` stores them (same fields, same text sizes), one batch
+/// of `size` per request, already marked staged as a dispatcher leaves them, so that the lease
+/// loop finds them by the same index the service uses.
+fn documents(run_id: &str, batches: &[usize], agents: &[ObjectId]) -> Vec<Vec<Message>> {
     let template_id = ObjectId::new();
-    let n: usize = batches.iter().sum();
-    let mut out = Vec::with_capacity(n);
-    let mut request_of = batches
+    let mut i = 0;
+    batches
         .iter()
-        .flat_map(|&size| std::iter::repeat_n(ObjectId::new(), size));
-    for i in 0..n {
-        let request_id = request_of.next().expect("one request per document");
-        let now = DateTime::now();
-        let to = phone::normalize(&workload::phone(i), "+84", true)
-            .unwrap_or_else(|_| format!("+84{}", &workload::phone(i)[1..]));
-        let text = workload::text(&workload::code(run_id, i));
-        out.push(
-            Message::pending(NewMessage {
-                request_id,
-                api_key_id: Some(template_id),
-                client_name: "sms-bench".into(),
-                agent_id: agents[i % agents.len()],
-                template_id,
-                to,
-                text,
-                priority_weight: 50,
-                created_at: now,
-            })
-            .staged_at(now),
-        );
-    }
-    out
+        .map(|&size| {
+            let request_id = ObjectId::new();
+            (0..size)
+                .map(|_| {
+                    let now = DateTime::now();
+                    let to = phone::normalize(&workload::phone(i), "+84", true)
+                        .unwrap_or_else(|_| format!("+84{}", &workload::phone(i)[1..]));
+                    let text = workload::text(&workload::code(run_id, i));
+                    let agent_id = agents[i % agents.len()];
+                    i += 1;
+                    Message::pending(NewMessage {
+                        request_id,
+                        api_key_id: Some(template_id),
+                        client_name: "sms-bench".into(),
+                        agent_id,
+                        template_id,
+                        to,
+                        text,
+                        priority_weight: 50,
+                        created_at: now,
+                    })
+                    .staged_at(now)
+                })
+                .collect()
+        })
+        .collect()
 }
