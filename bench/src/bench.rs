@@ -74,6 +74,7 @@ pub async fn run(args: &BenchArgs, progress: &Progress) -> anyhow::Result<BenchR
     let batches: Vec<usize> = plans.iter().map(|p| p.messages.len()).collect();
     let figures = raw::run(&db, &run_id, &batches, args.clients, &agent_ids, progress).await?;
     report.raw_indexes = figures.indexes as u64;
+    report.raw_leased = figures.leased;
     report.raw_insert_seconds = figures.insert.as_secs_f64();
     report.raw_find_and_modify_seconds = figures.find_and_modify.as_secs_f64();
     report.raw_insert_msgs_per_s = rate(report.messages, report.raw_insert_seconds);

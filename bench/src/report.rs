@@ -41,6 +41,8 @@ pub struct BenchReport {
     pub raw_find_and_modify_seconds: f64,
     /// Secondary indexes on the scratch collection (copied from `sms_messages`).
     pub raw_indexes: u64,
+    /// Documents the naive lease loop found (every inserted one, when the raw phases worked).
+    pub raw_leased: u64,
     pub submit_seconds: f64,
     pub submit_max_ms: f64,
     pub stage_seconds: f64,

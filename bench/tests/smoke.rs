@@ -155,4 +155,8 @@ async fn a_small_run_loses_and_duplicates_nothing_and_reports_every_figure() {
     assert_eq!(written["lost"], 0);
     assert_eq!(written["duplicated"], 0);
     assert_eq!(written["messages"], 300);
+    assert_eq!(
+        written["raw_leased"], 300,
+        "the raw insert stored every document, the lease loop found each"
+    );
 }
