@@ -10,5 +10,6 @@ pub fn spawn(state: AppState, stop: CancellationToken) -> TaskTracker {
     let tracker = TaskTracker::new();
     tracker.spawn(crate::outbox::run_sweeper(state.clone(), stop.clone()));
     tracker.spawn(crate::reconciler::run(state.clone(), stop.clone()));
+    tracker.spawn(crate::queue_watch::run(state.clone(), stop.clone()));
     tracker
 }

@@ -12,6 +12,7 @@ mod fault;
 pub mod middleware;
 pub mod openapi;
 pub mod outbox;
+pub mod queue_watch;
 pub mod reconciler;
 pub mod routes;
 pub mod state;

@@ -5,6 +5,7 @@ use sms_dispatcher::Dispatcher;
 use sms_shared::config::{Env, LogFormat};
 use sms_shared::db::Db;
 use sms_shared::metrics::Metrics;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
@@ -18,7 +19,15 @@ async fn main() -> ExitCode {
             return ExitCode::from(78);
         }
     };
-    match run(config).await {
+    // Before anything connects: a taken address stops a second replica at once, with one line.
+    let listener = match sms_dispatcher::server::bind(config.metrics_addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(78);
+        }
+    };
+    match run(config, listener).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sms-dispatcher: {e:#}");
@@ -27,12 +36,11 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config, listener: TcpListener) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let db = Db::connect(&config.mongo, "sms-dispatcher").await?;
     let dispatcher = Dispatcher::new(db.clone(), metrics.clone(), config.rules.anti_dup_window);
     let shutdown = CancellationToken::new();
-    let listener = tokio::net::TcpListener::bind(config.metrics_addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "dispatcher metrics listening");
     let stop = shutdown.clone();
     let side = tokio::spawn(sms_dispatcher::server::serve(

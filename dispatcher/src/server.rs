@@ -1,15 +1,36 @@
 //! The dispatcher's small HTTP side: `/metrics` for Prometheus and `/health` for orchestrators.
 
 use std::future::Future;
+use std::io::ErrorKind;
+use std::net::SocketAddr;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use sms_shared::config::ConfigError;
 use sms_shared::db::Db;
 use sms_shared::metrics::Metrics;
 use tokio::net::TcpListener;
+
+/// The variable naming where the HTTP side listens.
+const ADDR_VAR: &str = "DISPATCHER_METRICS_ADDR";
+
+/// Binds `DISPATCHER_METRICS_ADDR`. An address that cannot be had is a configuration error
+/// naming the variable: typically a second dispatcher on the same host with the same address.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ConfigError> {
+    TcpListener::bind(addr).await.map_err(|e| ConfigError {
+        var: ADDR_VAR.to_owned(),
+        problem: match e.kind() {
+            ErrorKind::AddrInUse => format!(
+                "{addr} is already in use (another sms-dispatcher on this host? give each \
+                 replica its own address, or 127.0.0.1:0 for any free port)"
+            ),
+            _ => format!("cannot listen on {addr}: {e}"),
+        },
+    })
+}
 
 #[derive(Clone)]
 struct Side {
@@ -17,6 +38,7 @@ struct Side {
     metrics: Metrics,
 }
 
+/// Serves `/metrics` and `/health` on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
     db: Db,

@@ -26,6 +26,10 @@ pub struct Metrics {
     pub reports_rejected: IntCounterVec,
     pub agent_in_flight: IntGaugeVec,
     pub sending_timeouts: IntCounter,
+    /// Events ready in a queue, as the broker last reported.
+    pub queue_messages: IntGaugeVec,
+    /// Consumers of a queue (for the message queue: running dispatchers), as last reported.
+    pub queue_consumers: IntGaugeVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -42,6 +46,14 @@ fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> 
         .register(Box::new(c.clone()))
         .expect("unique metric");
     c
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
+    g
 }
 
 impl Metrics {
@@ -71,17 +83,12 @@ impl Metrics {
         registry
             .register(Box::new(stage_latency.clone()))
             .expect("unique metric");
-        let agent_in_flight = IntGaugeVec::new(
-            Opts::new(
-                "agent_in_flight_messages",
-                "Messages an agent holds in ASSIGNED or SENDING",
-            ),
+        let agent_in_flight = gauge_vec(
+            &registry,
+            "agent_in_flight_messages",
+            "Messages an agent holds in ASSIGNED or SENDING",
             &["agent_id"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(agent_in_flight.clone()))
-            .expect("unique metric");
+        );
         Self {
             http_requests: counter_vec(
                 &registry,
@@ -154,6 +161,18 @@ impl Metrics {
                 &registry,
                 "sending_timeouts_total",
                 "Messages failed with SENDING_TIMEOUT",
+            ),
+            queue_messages: gauge_vec(
+                &registry,
+                "queue_messages",
+                "Events ready in a RabbitMQ queue, as last reported by the broker",
+                &["queue"],
+            ),
+            queue_consumers: gauge_vec(
+                &registry,
+                "queue_consumers",
+                "Consumers of a RabbitMQ queue (dispatchers, for the message queue), as last reported by the broker",
+                &["queue"],
             ),
             registry,
         }

@@ -12,7 +12,7 @@ async fn health_reports_both_dependencies() {
         let body: Value = res.json().await.unwrap();
         assert_eq!(
             body,
-            serde_json::json!({"status": "ok", "mongo": "ok", "amqp": "ok"})
+            serde_json::json!({"status": "ok", "mongo": "ok", "amqp": "ok", "dispatchers": 0})
         );
     }
 }
@@ -26,6 +26,75 @@ async fn health_names_rabbitmq_when_it_is_unreachable() {
     assert_eq!(body["mongo"], "ok");
     assert_eq!(body["amqp"], "down");
     assert_eq!(body["code"], "SERVICE_UNAVAILABLE");
+    assert!(body.get("dispatchers").is_none(), "{body}");
+}
+
+async fn health_dispatchers(app: &TestApp) -> Value {
+    let res = app.get("/health", Auth::None).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    res.json::<Value>().await.unwrap()["dispatchers"].clone()
+}
+
+/// Whether `/metrics` shows the message queue's gauges at these values.
+async fn queue_gauges(app: &TestApp, messages: u32, consumers: u32) -> bool {
+    let queue = format!("{}.messages", app.config.amqp.prefix);
+    let text = app.get("/metrics", Auth::None).await.text().await.unwrap();
+    text.contains(&format!(
+        r#"sms_queue_messages{{queue="{queue}"}} {messages}"#
+    )) && text.contains(&format!(
+        r#"sms_queue_consumers{{queue="{queue}"}} {consumers}"#
+    ))
+}
+
+#[tokio::test]
+async fn health_and_metrics_count_the_dispatchers_and_waiting_events() {
+    let app = spawn_app().await;
+    let s = app.sender().await;
+    assert_eq!(
+        app.submit(&s, &[("0901234567", "1"), ("0901234568", "2")])
+            .await
+            .status(),
+        StatusCode::ACCEPTED
+    );
+    assert!(
+        eventually(10, || async {
+            app.count("sms_messages", mongodb::bson::doc! {"published": true})
+                .await
+                == 2
+        })
+        .await
+    );
+    // Nobody consumes: the events wait.
+    assert_eq!(health_dispatchers(&app).await, 0);
+    assert!(
+        eventually(15, || queue_gauges(&app, 2, 0)).await,
+        "the gauges show two waiting events and no dispatcher"
+    );
+
+    let first = app.spawn_dispatcher();
+    let second = app.spawn_dispatcher();
+    assert!(
+        eventually(10, || async { health_dispatchers(&app).await == 2 }).await,
+        "both dispatchers counted"
+    );
+    assert!(
+        eventually(15, || queue_gauges(&app, 0, 2)).await,
+        "the gauges show the queue drained by two dispatchers"
+    );
+    assert!(
+        eventually(10, || async {
+            app.count("sms_messages", mongodb::bson::doc! {"staged": true})
+                .await
+                == 2
+        })
+        .await
+    );
+    second.stop().await;
+    assert!(
+        eventually(10, || async { health_dispatchers(&app).await == 1 }).await,
+        "a stopped dispatcher is no longer counted"
+    );
+    first.stop().await;
 }
 
 #[tokio::test]

@@ -1,0 +1,324 @@
+//! The API's publisher: message events go out on a small pool of confirm-mode channels, so
+//! concurrent publishes run side by side instead of queueing on one channel.
+//!
+//! Two pools: a `deadpool-lapin` pool of connections (heartbeats on, connect time bounded), and a
+//! pool of channels opened on those connections. Each channel is put in confirm mode and declares
+//! the topology when it is opened, so a new channel also restores a deleted queue or binding.
+//! A pooled channel is handed out again only while it is still open; a channel that saw an error,
+//! a return or a nack is taken out of the pool and closed instead of going back, and the idle
+//! ones are closed with it. After a broker restart every idle channel fails that check and is
+//! replaced by one on a fresh connection; while the broker is unreachable, `publish` fails within
+//! the connect timeout and the outbox sweeper publishes again later.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use deadpool::managed::{self, Object, PoolError, RecycleError, RecycleResult, TimeoutType};
+use deadpool::Runtime;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::publisher_confirm::Confirmation;
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel};
+
+use super::MESSAGE_ROUTING_KEY;
+use super::{properties, url_with_heartbeat, MessageEvent, Topology, CONNECT_TIMEOUT};
+use crate::config::AmqpConfig;
+use crate::metrics::Metrics;
+
+/// Publishing channels open at most at once.
+const MAX_CHANNELS: usize = 8;
+/// Connections the channels are spread over.
+const MAX_CONNECTIONS: usize = 2;
+/// How long a publish may wait for a free channel before it fails (and the sweeper retries).
+const WAIT_FOR_CHANNEL: Duration = Duration::from_secs(30);
+/// Opening a channel: a connection if needed, confirm mode and the topology.
+const OPEN_CHANNEL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens confirm-mode channels on pooled connections and hands them out while they are open.
+struct ConfirmChannels {
+    connections: deadpool_lapin::Pool,
+    topology: Topology,
+    /// Channels declare the topology one at a time: a quorum queue answers a second declare at
+    /// once while the first is still starting it, and nacks what is published meanwhile.
+    declaring: tokio::sync::Mutex<()>,
+}
+
+impl ConfirmChannels {
+    /// Opens a plain channel on a pooled connection. The channel keeps its connection open
+    /// after the pooled handle goes back. A pooled connection that cannot open a channel died
+    /// without having noticed yet: it leaves the pool, and the next one (a fresh one at the
+    /// latest) is tried.
+    async fn open_channel(&self) -> anyhow::Result<Channel> {
+        let mut attempts = 0;
+        loop {
+            let connection = self
+                .connections
+                .get()
+                .await
+                .context("connecting to RabbitMQ")?;
+            match connection.create_channel().await {
+                Ok(channel) => return Ok(channel),
+                Err(e) => {
+                    drop(Object::take(connection));
+                    attempts += 1;
+                    if attempts > MAX_CONNECTIONS {
+                        return Err(e).context("opening channel");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Declares the topology on `channel`, one channel at a time.
+    async fn declare(&self, channel: &Channel) -> anyhow::Result<()> {
+        let _one_at_a_time = self.declaring.lock().await;
+        self.topology.declare(channel).await
+    }
+
+    /// The message queue's counts, from a passive declare on a channel of its own (which a
+    /// failed declare closes; dropped, it closes anyway). `Ok(Err(_))`: the broker answered but
+    /// refused the declare, typically because the queue is not there.
+    async fn inspect(&self) -> anyhow::Result<lapin::Result<QueueStats>> {
+        let channel = self.open_channel().await?;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let declared = channel
+            .queue_declare(&self.topology.queue, passive, FieldTable::default())
+            .await;
+        Ok(declared.map(|queue| QueueStats {
+            messages: queue.message_count(),
+            consumers: queue.consumer_count(),
+        }))
+    }
+}
+
+impl managed::Manager for ConfirmChannels {
+    type Type = Channel;
+    type Error = anyhow::Error;
+
+    async fn create(&self) -> anyhow::Result<Channel> {
+        let channel = self.open_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .context("enabling publisher confirms")?;
+        self.declare(&channel).await?;
+        Ok(channel)
+    }
+
+    async fn recycle(
+        &self,
+        channel: &mut Channel,
+        _: &managed::Metrics,
+    ) -> RecycleResult<anyhow::Error> {
+        if channel.status().connected() {
+            Ok(())
+        } else {
+            Err(RecycleError::message(format!(
+                "channel is {:?}",
+                channel.status().state()
+            )))
+        }
+    }
+}
+
+/// A channel out of the pool; dropped, it goes back.
+type PooledChannel = Object<ConfirmChannels>;
+
+/// What the broker reports about the message queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Events ready for delivery (not counting those a dispatcher holds unacknowledged).
+    pub messages: u32,
+    /// Consumers on the queue: one per running dispatcher.
+    pub consumers: u32,
+}
+
+/// Publishes message events with publisher confirms and `mandatory`, from a pool of channels.
+///
+/// An event counts as published only when the broker acked it and did not return it.
+pub struct Publisher {
+    topology: Topology,
+    channels: managed::Pool<ConfirmChannels>,
+    metrics: Metrics,
+}
+
+impl Publisher {
+    /// Prepares the pools; nothing connects before the first use.
+    pub fn new(config: AmqpConfig, metrics: Metrics) -> Self {
+        let topology = Topology::new(&config.prefix);
+        let connections = deadpool_lapin::Pool::builder(deadpool_lapin::Manager::new(
+            url_with_heartbeat(&config),
+            properties("sms-api publisher"),
+        ))
+        .max_size(MAX_CONNECTIONS)
+        .runtime(Runtime::Tokio1)
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        .wait_timeout(Some(OPEN_CHANNEL_TIMEOUT))
+        .build()
+        .expect("a pool with a runtime builds");
+        let channels = managed::Pool::builder(ConfirmChannels {
+            connections,
+            topology: topology.clone(),
+            declaring: Default::default(),
+        })
+        .max_size(MAX_CHANNELS)
+        .runtime(Runtime::Tokio1)
+        .create_timeout(Some(OPEN_CHANNEL_TIMEOUT))
+        .wait_timeout(Some(WAIT_FOR_CHANNEL))
+        .build()
+        .expect("a pool with a runtime builds");
+        Self {
+            topology,
+            channels,
+            metrics,
+        }
+    }
+
+    /// The names this publisher publishes to and declares.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    async fn channel(&self) -> anyhow::Result<PooledChannel> {
+        self.channels.get().await.map_err(|e| match e {
+            PoolError::Backend(e) => e,
+            PoolError::Timeout(TimeoutType::Wait) => {
+                anyhow::anyhow!("every RabbitMQ publishing channel stayed busy")
+            }
+            PoolError::Timeout(TimeoutType::Create) => {
+                anyhow::anyhow!("opening a RabbitMQ channel timed out")
+            }
+            other => anyhow::anyhow!("no RabbitMQ channel: {other}"),
+        })
+    }
+
+    /// Takes `channel` out of the pool for good, and the idle channels with it: whatever broke
+    /// it (a lost connection, a deleted exchange or queue) most likely breaks them too, and the
+    /// fresh channels that replace them declare the topology again. Dropping the last handle of
+    /// a channel closes it (unless the broker already did).
+    fn discard_with_idle(&self, channel: PooledChannel) {
+        drop(Object::take(channel));
+        self.channels.retain(|_, _| false);
+    }
+
+    /// Publishing channels open now, idle or in use.
+    pub fn open_channels(&self) -> usize {
+        self.channels.status().size
+    }
+
+    /// What the broker reports about the message queue (a passive declare). Asked on a channel of
+    /// its own, so that it never waits for a publishing channel to be free. A queue not there
+    /// (a new broker, or deleted) is declared with the rest of the topology, then asked again.
+    pub async fn queue_stats(&self) -> anyhow::Result<QueueStats> {
+        let manager = self.channels.manager();
+        if let Ok(stats) = manager.inspect().await? {
+            return Ok(stats);
+        }
+        let channel = manager.open_channel().await?;
+        manager.declare(&channel).await?;
+        manager
+            .inspect()
+            .await?
+            .context("inspecting the message queue")
+    }
+
+    /// Events ready in the message queue.
+    pub async fn queue_depth(&self) -> anyhow::Result<u32> {
+        Ok(self.queue_stats().await?.messages)
+    }
+
+    /// Whether the broker is reachable: a channel can be opened. Never waits for a publishing
+    /// channel to be free.
+    pub async fn check(&self) -> anyhow::Result<()> {
+        self.channels.manager().open_channel().await.map(drop)
+    }
+
+    /// Publishes every event; returns, for each, whether the broker confirmed and routed it.
+    ///
+    /// Fails as a whole when no channel could be had, or no event could be sent at all.
+    pub async fn publish(&self, events: &[MessageEvent]) -> anyhow::Result<Vec<bool>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let channel = self.channel().await?;
+        let mut confirms = Vec::with_capacity(events.len());
+        for event in events {
+            let payload = serde_json::to_vec(event).expect("events serialise");
+            let props = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("application/json".into())
+                .with_message_id(event.message_id.clone().into());
+            let sent = channel
+                .basic_publish(
+                    &self.topology.events_exchange,
+                    MESSAGE_ROUTING_KEY,
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    &payload,
+                    props,
+                )
+                .await;
+            match sent {
+                Ok(confirm) => {
+                    self.metrics.events_published.inc();
+                    confirms.push(Some(confirm));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "publishing message event failed");
+                    confirms.push(None);
+                }
+            }
+        }
+        let mut results = Vec::with_capacity(events.len());
+        let mut broken = false;
+        let mut suspect = false;
+        let mut nacked = 0;
+        for confirm in confirms {
+            let ok = match confirm {
+                None => {
+                    broken = true;
+                    false
+                }
+                Some(c) => match c.await {
+                    Ok(Confirmation::Ack(None)) => true,
+                    Ok(Confirmation::Ack(Some(_))) => {
+                        // Unroutable: the queue or its binding is missing. A new channel
+                        // declares them again.
+                        self.metrics.events_returned.inc();
+                        suspect = true;
+                        false
+                    }
+                    Ok(Confirmation::Nack(_)) | Ok(Confirmation::NotRequested) => {
+                        nacked += 1;
+                        suspect = true;
+                        false
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "awaiting publisher confirm failed");
+                        broken = true;
+                        false
+                    }
+                },
+            };
+            if ok {
+                self.metrics.events_confirmed.inc();
+            }
+            results.push(ok);
+        }
+        if nacked > 0 {
+            tracing::warn!(count = nacked, "RabbitMQ refused message events");
+        }
+        if broken || suspect {
+            self.discard_with_idle(channel);
+        }
+        if broken && results.iter().all(|ok| !ok) {
+            anyhow::bail!("RabbitMQ did not accept any event");
+        }
+        Ok(results)
+    }
+}
