@@ -194,8 +194,14 @@ if [ "$login_status" != 200 ] || [[ "$login_response" != *'"access_token"'* ]]; 
   fail "POST $login_url answered $login_status, not a token. An admin made earlier keeps its first password: reset it with rm -rf .dev/mongo when the database is the local SecantusDB."
 fi
 log "admin login works"
+issued="$("$BIN/sms-api" issue-token --sub "$SEED_ADMIN_USERNAME")" || fail "sms-api issue-token failed"
+issued_status="$(curl -sS -o /dev/null -w '%{http_code}' --max-time 10 \
+  -H "Authorization: Bearer $issued" "$url${BASE_PATH%/}/admin/api-keys")" || fail "GET /admin/api-keys failed"
+[ "$issued_status" = 200 ] || fail "GET /admin/api-keys refused the token of sms-api issue-token ($issued_status)"
+log "sms-api issue-token works"
 
 quote() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
+bin_shown="${BIN#"$ROOT"/}"
 # A URL with the password of its user part replaced by ***.
 masked() { sed -E 's#^([a-z+]+://[^:/@]+):[^@]*@#\1:***@#' <<<"$1"; }
 cat <<EOF
@@ -215,6 +221,8 @@ cat <<EOF
 
   Get an operator token:
     curl -s -X POST $login_url -H 'Content-Type: application/json' -d $(quote "$login_body")
+  or, with the same JWT_SECRET in the environment:
+    $bin_shown/sms-api issue-token --sub $(quote "$SEED_ADMIN_USERNAME")
 
 EOF
 

@@ -20,7 +20,7 @@ export MONGO_URI="mongodb://127.0.0.1:$mongo_port" MONGO_DB="sms_export_$$" AMQP
 target/release/sms-api serve >"$work/api.log" 2>&1 & api_pid=$!; pids+=("$api_pid")
 wait_port "$api_port" || { tail -20 "$work/api.log" >&2; exit 1; }
 
-jwt="$(mint_jwt "$JWT_SECRET" export-memory)"
+jwt="$(target/release/sms-api issue-token --sub export-memory)"
 log "storing $n messages through the API"
 JWT="$jwt" python3 - "$api_port" "$n" <<'PY'
 import json, os, sys, urllib.request

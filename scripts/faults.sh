@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
-# Runs the ten reliability scenarios serially against binaries built with the fault-injection
+# Runs the reliability scenarios serially against binaries built with the fault-injection
 # crash points. Some scenarios stop and start the machine's RabbitMQ (rabbitmqctl stop_app /
 # start_app) and SecantusDB, so run this alone, after the ordinary tests.
-# Usage: scripts/faults.sh [--only N]
+#
+# Usage: scripts/faults.sh                        every scenario
+#        scripts/faults.sh --only SCENARIO ...    only these (a name or a number; repeatable),
+#                                                 e.g. --only rabbitmq-restart --only 6
+#        scripts/faults.sh --list                 the scenarios' numbers, names and titles
+#        scripts/faults.sh --logs DIR             keep the processes' logs in DIR
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
+
+case "${1:-}" in
+  -h | --help) sed -n '2,11s/^# \{0,1\}//p' "$0"; exit 0 ;;
+esac
 
 ensure_secantus
 ensure_rabbitmq

@@ -110,15 +110,3 @@ ok = response_to == 1 and opcode in (1, 2013) and b"\x01ok\x00" in rest
 sys.exit(0 if ok else 1)
 PY
 }
-
-# Prints an HS256 operator token for SECRET (sub=$2, default "operator"), valid one hour.
-mint_jwt() {
-  JWT_MINT_SECRET="$1" JWT_MINT_SUB="${2:-operator}" python3 - <<'PY'
-import base64, hashlib, hmac, json, os, time
-b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-body = b64(json.dumps({"sub": os.environ["JWT_MINT_SUB"], "exp": int(time.time()) + 3600}).encode())
-sig = hmac.new(os.environ["JWT_MINT_SECRET"].encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
-print(f"{head}.{body}.{b64(sig)}")
-PY
-}

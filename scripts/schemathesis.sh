@@ -29,7 +29,7 @@ target/debug/sms-api serve >"$work/api.log" 2>&1 & pids+=("$!")
 target/debug/sms-dispatcher >"$work/dispatcher.log" 2>&1 & pids+=("$!")
 wait_port "$api_port" || { tail -20 "$work/api.log" >&2; exit 1; }
 
-jwt="$(mint_jwt "$JWT_SECRET" schemathesis)"
+jwt="$(target/debug/sms-api issue-token --sub schemathesis)"
 
 log "schemathesis against http://127.0.0.1:$api_port/openapi.json"
 status=0

@@ -1,36 +1,70 @@
-//! `sms-api` subcommands: `serve` (default), `create-indexes`, `seed-admin`.
+//! `sms-api` command line: `serve` (the default), `create-indexes`, `seed-admin` and
+//! `issue-token`, and what the one-shot commands do.
 
 use anyhow::Context;
+use clap::{builder::NonEmptyStringValueParser, Args, Parser, Subcommand};
 use secrecy::ExposeSecret;
+use sms_shared::auth::JwtKeys;
+use sms_shared::config::JwtConfig;
 use sms_shared::db::Db;
 
 use crate::config::Config;
 
-/// What the binary was asked to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Command {
-    Serve,
-    CreateIndexes,
-    SeedAdmin,
+/// The command line of `sms-api`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "sms-api",
+    version,
+    about = "SafeCare SMS HTTP API",
+    after_help = "Configuration comes from the environment (see the README); \
+                  a configuration error exits with status 78."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
 }
 
-impl Command {
-    pub fn parse(args: &[String]) -> Result<Self, String> {
-        match args.first().map(String::as_str) {
-            None | Some("serve") => Ok(Command::Serve),
-            Some("create-indexes") => Ok(Command::CreateIndexes),
-            Some("seed-admin") => Ok(Command::SeedAdmin),
-            Some("-h" | "--help" | "help") => Err(USAGE.to_owned()),
-            Some(other) => Err(format!("unknown command {other:?}\n{USAGE}")),
-        }
+impl Cli {
+    /// What to do: `serve` when no subcommand is given.
+    pub fn command(self) -> Command {
+        self.command.unwrap_or(Command::Serve)
     }
 }
 
-pub const USAGE: &str = "usage: sms-api [serve | create-indexes | seed-admin]
-  serve           run the HTTP API (default); with SEED_ADMIN=1, create indexes and the seed admin first
-  create-indexes  create every MongoDB index (idempotent)
-  seed-admin      create the operator SEED_ADMIN_USERNAME / SEED_ADMIN_PASSWORD unless it exists";
+/// What the binary was asked to do.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API (the default); with SEED_ADMIN=1, create the indexes and the seed admin first.
+    Serve,
+    /// Create every MongoDB index (idempotent), then exit.
+    CreateIndexes,
+    /// Create the operator SEED_ADMIN_USERNAME / SEED_ADMIN_PASSWORD unless it exists, then exit.
+    SeedAdmin,
+    /// Print an operator token (an HS256 JWT signed with JWT_SECRET), then exit.
+    ///
+    /// The token carries JWT_ISSUER and JWT_AUDIENCE when they are set, as the API's verifier
+    /// requires. Only the JWT_* variables are read: no database or broker is needed.
+    IssueToken(IssueToken),
+}
 
+/// Options of `sms-api issue-token`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct IssueToken {
+    /// The operator the token names (its `sub` claim), as audit logs will show it.
+    #[arg(long, value_name = "NAME", value_parser = NonEmptyStringValueParser::new())]
+    pub sub: String,
+    /// Minutes the token stays valid [default: JWT_ACCESS_MINUTES, 240 when unset].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..=43_200))]
+    pub minutes: Option<i64>,
+}
+
+/// An operator token as `sms-api issue-token` prints it.
+pub fn issue_token(jwt: &JwtConfig, args: &IssueToken) -> anyhow::Result<String> {
+    let minutes = args.minutes.unwrap_or(jwt.access_minutes);
+    JwtKeys::new(jwt).issue_for(&args.sub, chrono::Duration::minutes(minutes))
+}
+
+/// Creates every index of every collection.
 pub async fn create_indexes(db: &Db) -> anyhow::Result<()> {
     db.create_indexes().await?;
     tracing::info!("indexes are in place");
@@ -57,4 +91,89 @@ pub async fn seed_admin(db: &Db, config: &Config) -> anyhow::Result<bool> {
         tracing::info!(username = %config.seed.username, "seed admin already exists");
     }
     Ok(created)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::SecretString;
+
+    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
+        Cli::try_parse_from(std::iter::once("sms-api").chain(args.iter().copied()))
+            .map(Cli::command)
+    }
+
+    fn jwt(issuer: Option<&str>) -> JwtConfig {
+        JwtConfig {
+            secret: SecretString::from("s3cret".to_owned()),
+            access_minutes: 30,
+            issuer: issuer.map(Into::into),
+            audience: Some("sms".into()),
+        }
+    }
+
+    #[test]
+    fn serve_is_the_default() {
+        assert_eq!(parse(&[]).unwrap(), Command::Serve);
+        assert_eq!(parse(&["serve"]).unwrap(), Command::Serve);
+        assert_eq!(parse(&["create-indexes"]).unwrap(), Command::CreateIndexes);
+        assert_eq!(parse(&["seed-admin"]).unwrap(), Command::SeedAdmin);
+    }
+
+    #[test]
+    fn unknown_commands_and_bad_options_are_usage_errors() {
+        for args in [
+            &["migrate"][..],
+            &["issue-token"],
+            &["issue-token", "--sub", ""],
+            &["issue-token", "--sub", "ops", "--minutes", "0"],
+            &["issue-token", "--sub", "ops", "--minutes", "many"],
+            &["serve", "--port", "1"],
+        ] {
+            let err = parse(args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn help_lists_every_command() {
+        let help = parse(&["--help"]).unwrap_err().to_string();
+        for command in ["serve", "create-indexes", "seed-admin", "issue-token"] {
+            assert!(help.contains(command), "{command} in {help}");
+        }
+    }
+
+    #[test]
+    fn issued_tokens_pass_the_apis_verifier() {
+        let config = jwt(Some("auth"));
+        let Command::IssueToken(args) = parse(&["issue-token", "--sub", "ops"]).unwrap() else {
+            panic!("issue-token expected");
+        };
+        let token = issue_token(&config, &args).unwrap();
+        let claims = JwtKeys::new(&config).verify(&token).expect("valid token");
+        assert_eq!(claims.operator_name(), "ops");
+        assert_eq!(
+            claims.exp - claims.iat.unwrap(),
+            30 * 60,
+            "JWT_ACCESS_MINUTES"
+        );
+        assert!(
+            JwtKeys::new(&jwt(Some("other"))).verify(&token).is_none(),
+            "the issuer is checked"
+        );
+    }
+
+    #[test]
+    fn minutes_override_the_configured_lifetime() {
+        let config = jwt(None);
+        let Command::IssueToken(args) =
+            parse(&["issue-token", "--sub", "ops", "--minutes", "5"]).unwrap()
+        else {
+            panic!("issue-token expected");
+        };
+        let claims = JwtKeys::new(&config)
+            .verify(&issue_token(&config, &args).unwrap())
+            .unwrap();
+        assert_eq!(claims.exp - claims.iat.unwrap(), 5 * 60);
+    }
 }

@@ -7,11 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::ensure;
+use sms_testkit::{Api, Behaviour, Ledger, Phone};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::SimArgs;
-use crate::client::Api;
-use crate::sim::{self, Behaviour, Ledger, SimAgent};
 
 /// How often a phone heartbeats.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(30);
@@ -60,11 +59,11 @@ pub async fn run(args: &SimArgs, stop: CancellationToken) -> anyhow::Result<SimS
         let mut out = Vec::with_capacity(args.agents);
         for i in 1..=args.agents {
             let device = format!("{}-{i}", args.device_prefix);
-            let (agent_id, token) = api
-                .register_agent(&device, args.registration_secret.as_deref())
+            let agent = api
+                .register_agent(&device, &device, args.registration_secret.as_deref())
                 .await?;
-            tracing::info!(%device, %agent_id, "registered");
-            out.push((device, token));
+            tracing::info!(%device, agent_id = %agent.agent_id, "registered");
+            out.push((device, agent.agent_token));
         }
         out
     } else {
@@ -75,12 +74,11 @@ pub async fn run(args: &SimArgs, stop: CancellationToken) -> anyhow::Result<SimS
             .collect()
     };
     let behaviour = Behaviour {
-        poll_limit: args.poll_limit,
         report_sending: true,
         send_delay: Duration::from_millis(args.send_delay_ms),
         failure_rate: args.failure_rate,
-        max_idle_wait: None,
         heartbeat_every: Some(HEARTBEAT_EVERY),
+        ..Behaviour::prompt(args.poll_limit)
     };
     if args.duration_secs > 0 {
         let stop = stop.clone();
@@ -96,17 +94,12 @@ pub async fn run(args: &SimArgs, stop: CancellationToken) -> anyhow::Result<SimS
     let started = Instant::now();
     let logger = tokio::spawn(log_totals(ledger.clone(), stop.clone()));
     let mut phones = tokio::task::JoinSet::new();
-    for (index, (label, token)) in tokens.into_iter().enumerate() {
-        phones.spawn(sim::run_agent(
-            api.clone(),
-            SimAgent {
-                index,
-                label,
-                token,
-                target: None,
-            },
+    for (label, token) in tokens {
+        // Each phone is its own agent: the label stands for the agent in the ledger.
+        phones.spawn(Phone::new(api.clone(), &label, &label, &token).run(
             behaviour.clone(),
             ledger.clone(),
+            None,
             stop.clone(),
             |_| {},
         ));

@@ -13,15 +13,16 @@ use anyhow::{bail, ensure, Context};
 use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
 use mongodb::Collection;
-use serde_json::json;
+use secrecy::SecretString;
+use sms_shared::auth::JwtKeys;
+use sms_shared::config::JwtConfig;
+use sms_testkit::{Api, Behaviour, Ledger, Phone};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{required, BenchArgs};
-use crate::client::Api;
 use crate::progress::Progress;
 use crate::raw;
 use crate::report::{percentile, rate, BenchReport};
-use crate::sim::{self, Behaviour, Ledger, SimAgent};
 use crate::workload::{self, RequestPlan};
 
 /// Most jobs the API hands out per poll.
@@ -52,11 +53,7 @@ pub async fn run(args: &BenchArgs, progress: &Progress) -> anyhow::Result<BenchR
         .await
         .context("connecting to MongoDB")?;
     let db = mongo.database(required(&args.mongo_db, "--mongo-db")?);
-    let jwt = operator_jwt(
-        required(&args.jwt_secret, "--jwt-secret")?,
-        args.jwt_issuer.as_deref(),
-        args.jwt_audience.as_deref(),
-    )?;
+    let jwt = operator_token(args)?;
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..6].to_owned();
     let mut report = BenchReport {
         messages: args.messages as u64,
@@ -120,29 +117,22 @@ pub async fn run(args: &BenchArgs, progress: &Progress) -> anyhow::Result<BenchR
     let lease_bar = progress.bar("leased + reported", targets.iter().sum());
     let stop = CancellationToken::new();
     let behaviour = Behaviour {
-        poll_limit: args.poll_limit,
-        report_sending: false,
-        send_delay: Duration::ZERO,
-        failure_rate: 0.0,
         max_idle_wait: Some(Duration::from_millis(200)),
-        heartbeat_every: None,
+        ..Behaviour::prompt(args.poll_limit)
     };
     let mut phones = tokio::task::JoinSet::new();
-    for (index, ((_, token), target)) in fixture.agents.iter().zip(&targets).enumerate() {
+    for (index, ((agent_id, token), target)) in fixture.agents.iter().zip(&targets).enumerate() {
         let bar = lease_bar.clone();
-        phones.spawn(sim::run_agent(
-            api.clone(),
-            SimAgent {
-                index,
-                label: format!("bench-{run_id}-{}", index + 1),
-                token: token.clone(),
-                target: Some(*target),
-            },
-            behaviour.clone(),
-            ledger.clone(),
-            stop.clone(),
-            move |n| bar.inc(n),
-        ));
+        let label = format!("bench-{run_id}-{}", index + 1);
+        phones.spawn(
+            Phone::new(api.clone(), &agent_id.to_hex(), &label, token).run(
+                behaviour.clone(),
+                ledger.clone(),
+                Some(*target),
+                stop.clone(),
+                move |n| bar.inc(n),
+            ),
+        );
     }
     let all_done = async {
         while let Some(r) = phones.join_next().await {
@@ -221,25 +211,16 @@ pub async fn run(args: &BenchArgs, progress: &Progress) -> anyhow::Result<BenchR
     Ok(report)
 }
 
-/// An HS256 operator token for `sms-bench`, valid for a day.
-pub fn operator_jwt(
-    secret: &str,
-    issuer: Option<&str>,
-    audience: Option<&str>,
-) -> anyhow::Result<String> {
-    let now = chrono::Utc::now().timestamp();
-    let mut claims = json!({"sub": "sms-bench", "iat": now, "exp": now + 24 * 3600});
-    if let Some(iss) = issuer {
-        claims["iss"] = json!(iss);
-    }
-    if let Some(aud) = audience {
-        claims["aud"] = json!(aud);
-    }
-    Ok(jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )?)
+/// An operator token for `sms-bench`, valid for a day, signed with `--jwt-secret` and carrying
+/// `--jwt-issuer` / `--jwt-audience` when given.
+pub fn operator_token(args: &BenchArgs) -> anyhow::Result<String> {
+    let keys = JwtKeys::new(&JwtConfig {
+        secret: SecretString::from(required(&args.jwt_secret, "--jwt-secret")?.to_owned()),
+        access_minutes: 24 * 60,
+        issuer: args.jwt_issuer.clone(),
+        audience: args.jwt_audience.clone(),
+    });
+    keys.issue_for("sms-bench", chrono::Duration::hours(24))
 }
 
 async fn set_up(api: &Api, jwt: &str, run_id: &str, args: &BenchArgs) -> anyhow::Result<Fixture> {
@@ -253,11 +234,13 @@ async fn set_up(api: &Api, jwt: &str, run_id: &str, args: &BenchArgs) -> anyhow:
     let secret = api.registration_secret(jwt).await?;
     let mut agents = Vec::with_capacity(args.agents);
     for i in 1..=args.agents {
-        let (id, token) = api
-            .register_agent(&format!("bench-{run_id}-{i}"), secret.as_deref())
+        let device = format!("bench-{run_id}-{i}");
+        let agent = api
+            .register_agent(&device, &device, secret.as_deref())
             .await?;
-        let id = ObjectId::parse_str(&id).with_context(|| format!("agent id {id}"))?;
-        agents.push((id, token));
+        let id = ObjectId::parse_str(&agent.agent_id)
+            .with_context(|| format!("agent id {}", agent.agent_id))?;
+        agents.push((id, agent.agent_token));
     }
     Ok(Fixture {
         api_key,
@@ -427,19 +410,39 @@ fn number(v: Option<&Bson>) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
 
     #[test]
-    fn operator_token_carries_sub_and_exp() {
-        let token = operator_jwt("s3cret", Some("auth"), None).unwrap();
-        let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
-        v.set_issuer(&["auth"]);
-        let data = jsonwebtoken::decode::<serde_json::Value>(
-            &token,
-            &jsonwebtoken::DecodingKey::from_secret(b"s3cret"),
-            &v,
-        )
-        .unwrap();
-        assert_eq!(data.claims["sub"], "sms-bench");
-        assert!(data.claims["exp"].as_i64().unwrap() > chrono::Utc::now().timestamp());
+    fn the_operator_token_passes_a_verifier_with_the_same_settings() {
+        let mut args = crate::Cli::try_parse_from([
+            "sms-bench",
+            "--api",
+            "a",
+            "--mongo-uri",
+            "m",
+            "--mongo-db",
+            "d",
+            "--jwt-secret",
+            "s3cret",
+            "--jwt-issuer",
+            "auth",
+        ])
+        .unwrap()
+        .bench;
+        let verifier = |issuer: &str| {
+            JwtKeys::new(&JwtConfig {
+                secret: SecretString::from("s3cret".to_owned()),
+                access_minutes: 1,
+                issuer: Some(issuer.into()),
+                audience: None,
+            })
+        };
+        let token = operator_token(&args).unwrap();
+        let claims = verifier("auth").verify(&token).expect("valid token");
+        assert_eq!(claims.operator_name(), "sms-bench");
+        assert!(claims.exp > chrono::Utc::now().timestamp() + 23 * 3600);
+        assert!(verifier("other").verify(&token).is_none());
+        args.jwt_secret = None;
+        assert!(operator_token(&args).is_err());
     }
 }

@@ -3,18 +3,15 @@
 //! [`bench::run`] measures one full pass of the send pipeline against a running API, dispatchers
 //! and MongoDB — submission, staging, leasing and reporting — next to what the same database does
 //! with the plainest possible writes, and checks that no message was lost or handed out twice.
-//! [`sim`] holds the simulated phones, used both by the benchmark and by `sms-bench agent-sim`,
-//! which runs them against any server for manual and load testing.
+//! The API client and the simulated phones come from `sms-testkit`; `sms-bench agent-sim` runs
+//! those phones against any server for manual and load testing.
 
 pub mod agent_sim;
 pub mod bench;
-pub mod cleanup;
 pub mod cli;
-pub mod client;
 pub mod progress;
 pub mod raw;
 pub mod report;
-pub mod sim;
 pub mod workload;
 
 pub use cli::{BenchArgs, Cli, Command, SimArgs};

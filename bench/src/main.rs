@@ -15,7 +15,7 @@ async fn main() -> ExitCode {
         Some(Command::RemoveAmqp {
             amqp_url,
             amqp_prefix,
-        }) => sms_bench::cleanup::remove_amqp(&amqp_url, &amqp_prefix).await,
+        }) => sms_testkit::cleanup::remove_amqp(&amqp_url, &amqp_prefix).await,
         None => bench(cli.bench).await,
     };
     match result {

@@ -13,6 +13,7 @@ use mongodb::{Collection, Database, IndexModel};
 use sms_shared::db::messages::{Message, NewMessage};
 use sms_shared::domain::phone;
 use sms_shared::domain::status::Status;
+use sms_testkit::recipients;
 
 use crate::progress::Progress;
 use crate::workload;
@@ -176,8 +177,8 @@ fn documents(run_id: &str, batches: &[usize], agents: &[ObjectId]) -> Vec<Vec<Me
             (0..size)
                 .map(|_| {
                     let now = DateTime::now();
-                    let to = phone::normalize(&workload::phone(i), "+84", true)
-                        .unwrap_or_else(|_| format!("+84{}", &workload::phone(i)[1..]));
+                    let to = phone::normalize(&recipients::phone(i), "+84", true)
+                        .unwrap_or_else(|_| format!("+84{}", &recipients::phone(i)[1..]));
                     let text = workload::text(&workload::code(run_id, i));
                     let agent_id = agents[i % agents.len()];
                     i += 1;

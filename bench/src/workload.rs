@@ -3,20 +3,12 @@
 
 use std::collections::HashMap;
 
-use serde_json::{json, Value};
+use serde_json::Value;
+use sms_testkit::recipients::phone;
 
 /// The template every benchmark message uses: a typical one-segment GSM-7 OTP text.
 pub const TEMPLATE: &str =
     "SafeCare: ma xac thuc cua ban la {CODE}. Ma co hieu luc trong 5 phut, khong chia se ma nay.";
-
-/// Vietnamese mobile prefixes the numbers are drawn from (each holds 10^7 numbers).
-const PREFIXES: [&str; 7] = ["090", "091", "093", "094", "096", "097", "098"];
-
-/// The national number of message `i`: distinct for every `i` below 7 × 10^7.
-pub fn phone(i: usize) -> String {
-    let prefix = PREFIXES[(i / 10_000_000) % PREFIXES.len()];
-    format!("{prefix}{:07}", i % 10_000_000)
-}
 
 /// The code of message `i` of run `run`: distinct per message and per run, so anti-duplicate
 /// staging never cancels a benchmark message, not even one of an earlier run.
@@ -70,31 +62,13 @@ pub fn plan(messages: usize, agents: usize, batch: usize) -> Vec<RequestPlan> {
 
 /// The JSON body of one request.
 pub fn request_body(run: &str, template_id: &str, agent_id: &str, plan: &RequestPlan) -> Value {
-    let messages: Vec<Value> = plan
-        .messages
-        .clone()
-        .map(|i| json!({"to": phone(i), "variables": {"CODE": code(run, i)}}))
-        .collect();
-    json!({"template_id": template_id, "agent_id": agent_id, "messages": messages})
+    let recipients = plan.messages.clone().map(|i| (phone(i), code(run, i)));
+    sms_testkit::recipients::otp_request(template_id, agent_id, recipients)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashSet;
-
-    #[test]
-    fn phones_are_distinct_valid_vietnamese_mobiles() {
-        let mut seen = HashSet::new();
-        for i in (0..70_000_000).step_by(997_331).chain(0..2_000) {
-            let e164 = sms_shared::domain::phone::normalize(&phone(i), "+84", true)
-                .unwrap_or_else(|e| panic!("{} is refused: {e}", phone(i)));
-            assert!(e164.starts_with("+849"), "{e164}");
-            seen.insert((i, e164));
-        }
-        let distinct: HashSet<_> = (0..5_000).map(phone).collect();
-        assert_eq!(distinct.len(), 5_000);
-    }
 
     #[test]
     fn texts_differ_per_message_and_stay_one_segment() {

@@ -117,8 +117,8 @@ async fn a_small_run_loses_and_duplicates_nothing_and_reports_every_figure() {
         .into_iter()
         .filter(|c| c.starts_with("bench_scratch"))
         .count();
-    let _ = sms_bench::cleanup::drop_database(&mongo_uri(), &db_name).await;
-    let _ = sms_bench::cleanup::remove_amqp(&amqp_url(), &prefix).await;
+    let _ = sms_testkit::cleanup::drop_database(&mongo_uri(), &db_name).await;
+    let _ = sms_testkit::cleanup::remove_amqp(&amqp_url(), &prefix).await;
 
     let report = outcome
         .expect("the run finished in time")

@@ -12,7 +12,8 @@ pub struct Tally {
     pub canceled: u64,
     /// Accepted but missing, or not in a final state after settling.
     pub lost: u64,
-    /// Staged twice, or handed to two phones under live leases, or sent twice.
+    /// Staged twice, or caught by the phones' ledger: handed to two agents, held under two live
+    /// leases, or accepted as `SENT` twice.
     pub duplicated: u64,
 }
 

@@ -1,56 +1,48 @@
 //! `sms-faults`: runs the reliability scenarios one after another against real binaries and
 //! prints, for each, the lost and duplicated counts. Exits non-zero if any scenario fails.
 //!
-//! Usage: `sms-faults --api-bin PATH --dispatcher-bin PATH --mongo-bin PATH [--only N] [--logs DIR]`
-//! (`scripts/faults.sh` builds the binaries with the `fault-injection` feature and runs it).
+//! Usage: `sms-faults --api-bin PATH --dispatcher-bin PATH --mongo-bin PATH [--only SCENARIO]...
+//! [--logs DIR]`, or `sms-faults --list` (`scripts/faults.sh` builds the binaries with the
+//! `fault-injection` feature and runs it).
 
 // The scenario report on standard output is what this program is for.
 #![allow(clippy::print_stdout)]
 
-mod client;
+mod cli;
 mod count;
-mod phones;
 mod scenarios;
 mod stack;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use scenarios::{Ctx, NAMES};
-use stack::{Bins, Mongo};
+use clap::{CommandFactory, Parser};
+use cli::Cli;
+use scenarios::{Ctx, SCENARIOS};
+use stack::Mongo;
 
 /// A scenario that has not settled by then has failed.
 const SCENARIO_LIMIT: Duration = Duration::from_secs(600);
 
-fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    let (Some(api), Some(dispatcher), Some(mongo)) = (
-        arg(&args, "--api-bin"),
-        arg(&args, "--dispatcher-bin"),
-        arg(&args, "--mongo-bin"),
-    ) else {
-        eprintln!("usage: sms-faults --api-bin PATH --dispatcher-bin PATH --mongo-bin PATH [--only N] [--logs DIR]");
-        return ExitCode::from(2);
+    let cli = Cli::parse();
+    if cli.list {
+        for (i, s) in SCENARIOS.iter().enumerate() {
+            println!("{:>2}  {:<28} {}", i + 1, s.slug, s.title);
+        }
+        return ExitCode::SUCCESS;
+    }
+    let Some(bins) = cli.bins() else {
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "--api-bin, --dispatcher-bin and --mongo-bin are required",
+            )
+            .exit();
     };
-    let only: Option<usize> = arg(&args, "--only").and_then(|n| n.parse().ok());
     let work = std::env::temp_dir().join(format!("sms-faults-{}", std::process::id()));
-    let logs = arg(&args, "--logs")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| work.join("logs"));
-    let bins = Bins {
-        api: api.into(),
-        dispatcher: dispatcher.into(),
-        mongo: mongo.into(),
-    };
+    let logs = cli.logs.clone().unwrap_or_else(|| work.join("logs"));
     let mongo = match Mongo::start(bins.mongo.clone(), work.join("mongo")).await {
         Ok(m) => m,
         Err(e) => {
@@ -64,13 +56,13 @@ async fn main() -> ExitCode {
         logs: logs.clone(),
     };
     let (mut passed, mut failed) = (0, 0);
-    for (i, name) in NAMES.iter().enumerate() {
-        let n = i + 1;
-        if only.is_some_and(|o| o != n) {
+    for (i, scenario) in SCENARIOS.iter().enumerate() {
+        if !cli.selects(i) {
             continue;
         }
+        let (n, name) = (i + 1, scenario.title);
         let started = Instant::now();
-        let outcome = tokio::time::timeout(SCENARIO_LIMIT, scenarios::run(n, &mut ctx)).await;
+        let outcome = tokio::time::timeout(SCENARIO_LIMIT, (scenario.play)(&mut ctx)).await;
         let secs = started.elapsed().as_secs_f64();
         match outcome {
             Ok(Ok(tally)) if tally.lost == 0 && tally.duplicated == 0 => {

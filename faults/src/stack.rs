@@ -251,23 +251,8 @@ impl Stack {
     /// Drops the scenario's database, queues and exchanges.
     pub async fn cleanup(&mut self) {
         self.stop_all().await;
-        if let Ok(client) = mongodb::Client::with_uri_str(&self.mongo_uri).await {
-            let _ = client.database(&self.db_name).drop().await;
-        }
-        if let Ok(conn) =
-            lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await
-        {
-            if let Ok(ch) = conn.create_channel().await {
-                let t = sms_shared::amqp::Topology::new(&self.prefix);
-                for q in [&t.queue, &t.dead_letter_queue] {
-                    let _ = ch.queue_delete(q, Default::default()).await;
-                }
-                for e in [&t.events_exchange, &t.dead_letter_exchange] {
-                    let _ = ch.exchange_delete(e, Default::default()).await;
-                }
-            }
-            let _ = conn.close(200, "done").await;
-        }
+        let _ = sms_testkit::cleanup::drop_database(&self.mongo_uri, &self.db_name).await;
+        let _ = sms_testkit::cleanup::remove_amqp(AMQP_URL, &self.prefix).await;
     }
 }
 

@@ -99,19 +99,29 @@ impl JwtKeys {
 
     /// Issues a token for `username`, valid `JWT_ACCESS_MINUTES`. Returns it with its lifetime in seconds.
     pub fn issue(&self, username: &str) -> anyhow::Result<(String, i64)> {
+        let lifetime = chrono::Duration::minutes(self.access_minutes);
+        Ok((self.issue_for(username, lifetime)?, lifetime.num_seconds()))
+    }
+
+    /// Issues an operator token for `subject`, valid `lifetime` from now, carrying the `iss` and
+    /// `aud` this verifier requires. The one place operator tokens are minted: `POST /auth/login`,
+    /// `sms-api issue-token`, the tools and the tests. A negative `lifetime` gives an expired token.
+    pub fn issue_for(&self, subject: &str, lifetime: chrono::Duration) -> anyhow::Result<String> {
         let now = chrono::Utc::now().timestamp();
-        let lifetime = self.access_minutes * 60;
         let claims = Claims {
-            sub: Some(username.to_owned()),
-            username: Some(username.to_owned()),
-            exp: now + lifetime,
+            sub: Some(subject.to_owned()),
+            username: Some(subject.to_owned()),
+            exp: now + lifetime.num_seconds(),
             iat: Some(now),
             iss: self.issuer.clone(),
             aud: self.audience.clone().map(serde_json::Value::String),
             ..Claims::default()
         };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?;
-        Ok((token, lifetime))
+        Ok(jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &self.encoding,
+        )?)
     }
 }
 
@@ -168,6 +178,20 @@ mod tests {
         let (token, lifetime) = k.issue("admin").unwrap();
         assert_eq!(lifetime, 300);
         assert_eq!(k.verify(&token).unwrap().operator_name(), "admin");
+    }
+
+    #[test]
+    fn tokens_issued_for_a_lifetime_verify_until_they_expire() {
+        let k = keys(Some("auth"), Some("sms"));
+        let token = k.issue_for("ops", chrono::Duration::minutes(90)).unwrap();
+        let claims = k.verify(&token).unwrap();
+        assert_eq!(claims.operator_name(), "ops");
+        assert_eq!(claims.iss.as_deref(), Some("auth"));
+        assert_eq!(claims.exp - claims.iat.unwrap(), 90 * 60);
+        let expired = k.issue_for("ops", chrono::Duration::minutes(-10)).unwrap();
+        assert!(k.verify(&expired).is_none());
+        let other = keys(None, None).issue_for("ops", chrono::Duration::minutes(5));
+        assert!(k.verify(&other.unwrap()).is_none(), "no iss/aud");
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Removing what a benchmark deployment leaves behind: its database and its RabbitMQ exchanges
-//! and queues (named by `AMQP_PREFIX`).
+//! Removing what a run against a throw-away deployment leaves behind: its database and its
+//! RabbitMQ exchanges and queues (named by `AMQP_PREFIX`).
 
 use anyhow::Context;
 use sms_shared::amqp::Topology;

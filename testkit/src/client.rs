@@ -1,11 +1,16 @@
-//! A small HTTP client for the endpoints the benchmark and the simulated phones use.
+//! A typed HTTP client of the endpoints the tools use, as an operator, an API client and a
+//! phone see them. Any answer other than 2xx is an [`ApiError::Status`]; a request that got no
+//! answer at all (the API is down or restarting) is an [`ApiError::Unreachable`].
 
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+
+/// How long a request may take unless the caller says otherwise.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The API at one base URL (`http://host:port` or `http://host:port/sms`).
 #[derive(Clone)]
@@ -14,25 +19,27 @@ pub struct Api {
     http: reqwest::Client,
 }
 
-/// An error answer of the API: status and body.
-#[derive(Debug)]
-pub struct HttpError {
-    pub status: StatusCode,
-    pub body: String,
-}
-
-impl std::error::Error for HttpError {}
-
-impl std::fmt::Display for HttpError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "HTTP {}: {}", self.status, self.body)
-    }
+/// Why a request to the API did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The API answered with a status other than 2xx.
+    #[error("HTTP {status}: {body}")]
+    Status { status: StatusCode, body: String },
+    /// The request got no answer (refused connection, reset, timeout).
+    #[error(transparent)]
+    Unreachable(reqwest::Error),
 }
 
 impl Api {
+    /// A client whose requests give up after two minutes.
     pub fn new(base: &str) -> anyhow::Result<Self> {
+        Self::with_timeout(base, DEFAULT_TIMEOUT)
+    }
+
+    /// A client whose requests give up after `timeout`.
+    pub fn with_timeout(base: &str, timeout: Duration) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(120))
+            .timeout(timeout)
             .pool_max_idle_per_host(256)
             .build()
             .context("building the HTTP client")?;
@@ -42,32 +49,42 @@ impl Api {
         })
     }
 
+    /// The full URL of `path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
+    }
+
+    /// The underlying HTTP client, for requests the typed helpers do not cover (hostile input).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.http.request(method, self.url(path))
     }
 
-    /// Sends `req` and decodes a 2xx JSON answer; anything else becomes an [`HttpError`].
+    /// Sends `req` and decodes a 2xx JSON answer.
     async fn send<T: for<'de> Deserialize<'de>>(req: RequestBuilder) -> anyhow::Result<T> {
-        let res = req.send().await?;
+        let res = req.send().await.map_err(ApiError::Unreachable)?;
         let status = res.status();
         if !status.is_success() {
             let body = res.text().await.unwrap_or_default();
-            return Err(HttpError { status, body }.into());
+            return Err(ApiError::Status { status, body }.into());
         }
         Ok(res.json().await?)
     }
 
     /// Plain text of `GET path` (e.g. `/metrics`).
     pub async fn text(&self, path: &str) -> anyhow::Result<String> {
-        let res = self.request(Method::GET, path).send().await?;
+        let res = self
+            .request(Method::GET, path)
+            .send()
+            .await
+            .map_err(ApiError::Unreachable)?;
         let status = res.status();
         let body = res.text().await?;
         if !status.is_success() {
-            bail!(HttpError { status, body });
+            return Err(ApiError::Status { status, body }.into());
         }
         Ok(body)
     }
@@ -145,23 +162,20 @@ impl Api {
 
     // --- agent -------------------------------------------------------------------------------
 
-    /// Registers (or re-registers) a device; returns `(agent_id, agent_token)`.
+    /// Registers (or re-registers) a device under `label`.
     pub async fn register_agent(
         &self,
         device_id: &str,
+        label: &str,
         secret: Option<&str>,
-    ) -> anyhow::Result<(String, String)> {
-        let mut payload = json!({"device_id": device_id, "label": device_id});
+    ) -> anyhow::Result<Registered> {
+        let mut payload = json!({"device_id": device_id, "label": label});
         if let Some(s) = secret {
             payload["registration_secret"] = json!(s);
         }
-        let body: Value = Self::send(self.request(Method::POST, "/agent/register").json(&payload))
+        Self::send(self.request(Method::POST, "/agent/register").json(&payload))
             .await
-            .with_context(|| format!("registering agent {device_id}"))?;
-        Ok((
-            string_field(&body, "agent_id")?,
-            string_field(&body, "agent_token")?,
-        ))
+            .with_context(|| format!("registering agent {device_id}"))
     }
 
     /// `GET /agent/jobs/next?limit=`.
@@ -173,7 +187,7 @@ impl Api {
         .await
     }
 
-    /// `POST /agent/messages/report` with a batch of reports.
+    /// `POST /agent/messages/report` with a batch of reports; returns the per-item verdicts.
     pub async fn report(
         &self,
         token: &str,
@@ -224,8 +238,15 @@ fn string_field(body: &Value, field: &str) -> anyhow::Result<String> {
 
 /// Whether `err` is an API answer with `status`.
 pub fn has_status(err: &anyhow::Error, status: StatusCode) -> bool {
-    err.downcast_ref::<HttpError>()
-        .is_some_and(|e| e.status == status)
+    matches!(err.downcast_ref::<ApiError>(), Some(ApiError::Status { status: s, .. }) if *s == status)
+}
+
+/// Whether `err` is a request that got no answer (the API is down or restarting).
+pub fn is_unreachable(err: &anyhow::Error) -> bool {
+    matches!(
+        err.downcast_ref::<ApiError>(),
+        Some(ApiError::Unreachable(_))
+    )
 }
 
 /// 202 answer of `POST /requests`.
@@ -233,6 +254,13 @@ pub fn has_status(err: &anyhow::Error, status: StatusCode) -> bool {
 pub struct Accepted {
     pub request_id: String,
     pub total: usize,
+}
+
+/// 201 answer of `POST /agent/register`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Registered {
+    pub agent_id: String,
+    pub agent_token: String,
 }
 
 /// Answer of `GET /agent/jobs/next`.
@@ -261,9 +289,22 @@ pub struct Job {
 pub struct ReportItem {
     pub message_id: String,
     pub status: &'static str,
-    pub lease_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl ReportItem {
+    /// A report of `status` for `job` under its lease.
+    pub fn of(job: &Job, status: &'static str) -> Self {
+        Self {
+            message_id: job.message_id.clone(),
+            status,
+            lease_id: Some(job.lease_id.clone()),
+            error: None,
+        }
+    }
 }
 
 /// The API's verdict on one report.
@@ -275,4 +316,55 @@ pub struct ReportResult {
     pub status: Option<String>,
     #[serde(default)]
     pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_tell_answers_from_silence() {
+        let answered: anyhow::Error = ApiError::Status {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            body: "{}".into(),
+        }
+        .into();
+        assert!(has_status(&answered, StatusCode::TOO_MANY_REQUESTS));
+        assert!(!has_status(&answered, StatusCode::UNAUTHORIZED));
+        assert!(!is_unreachable(&answered));
+        assert_eq!(answered.to_string(), "HTTP 429 Too Many Requests: {}");
+        let other = anyhow::anyhow!("HTTP 429");
+        assert!(!has_status(&other, StatusCode::TOO_MANY_REQUESTS));
+        assert!(!is_unreachable(&other));
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_unreachable() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let api = Api::with_timeout(&format!("http://127.0.0.1:{port}/"), Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(
+            api.url("/health"),
+            format!("http://127.0.0.1:{port}/health")
+        );
+        let err = api.next_jobs("t", 1).await.unwrap_err();
+        assert!(is_unreachable(&err), "{err:#}");
+    }
+
+    #[test]
+    fn reports_without_a_lease_leave_it_out() {
+        let item = ReportItem {
+            message_id: "m".into(),
+            status: "SENT",
+            lease_id: None,
+            error: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&item).unwrap(),
+            json!({"message_id": "m", "status": "SENT"})
+        );
+    }
 }
