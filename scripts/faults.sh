@@ -8,12 +8,14 @@
 #                                                 e.g. --only rabbitmq-restart --only 6
 #        scripts/faults.sh --list                 the scenarios' numbers, names and titles
 #        scripts/faults.sh --logs DIR             keep the processes' logs in DIR
+#        scripts/faults.sh --amqp-url URL         use another RabbitMQ (also SMS_FAULTS_AMQP_URL);
+#                                                 rabbitmqctl then needs RABBITMQ_NODENAME of that node
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
 case "${1:-}" in
-  -h | --help) sed -n '2,11s/^# \{0,1\}//p' "$0"; exit 0 ;;
+  -h | --help) sed -n '2,13s/^# \{0,1\}//p' "$0"; exit 0 ;;
 esac
 
 ensure_secantus

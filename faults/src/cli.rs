@@ -32,6 +32,16 @@ pub struct Cli {
     /// Where the processes' logs go [default: a temporary folder, kept when a scenario fails].
     #[arg(long, value_name = "DIR")]
     pub logs: Option<PathBuf>,
+    /// The RabbitMQ to use. Scenarios stop and start it with `rabbitmqctl`, which reaches the node
+    /// named by `RABBITMQ_NODENAME` (the machine's default node when unset): point both at a
+    /// separate node to keep the machine's broker running for other work.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "SMS_FAULTS_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    pub amqp_url: String,
     /// List the scenarios (number, name and title) and exit.
     #[arg(long)]
     pub list: bool,

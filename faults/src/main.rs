@@ -54,6 +54,7 @@ async fn main() -> ExitCode {
         bins,
         mongo,
         logs: logs.clone(),
+        amqp_url: cli.amqp_url.clone(),
     };
     let (mut passed, mut failed) = (0, 0);
     for (i, scenario) in SCENARIOS.iter().enumerate() {

@@ -11,7 +11,6 @@ use anyhow::{bail, Context};
 use tokio::process::{Child, Command};
 
 pub const JWT_SECRET: &str = "fault-scenarios-secret";
-pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 /// Where the binaries are.
 #[derive(Clone, Debug)]
@@ -110,6 +109,8 @@ impl Mongo {
 /// One scenario's processes: its own database name and AMQP prefix.
 pub struct Stack {
     pub bins: Bins,
+    /// The RabbitMQ every process of the scenario uses.
+    pub amqp_url: String,
     pub mongo_uri: String,
     pub db_name: String,
     pub prefix: String,
@@ -121,14 +122,20 @@ pub struct Stack {
 }
 
 impl Stack {
-    pub fn new(bins: Bins, mongo_uri: String, logs: PathBuf, overrides: &[(&str, &str)]) -> Self {
+    pub fn new(
+        bins: Bins,
+        mongo_uri: String,
+        amqp_url: String,
+        logs: PathBuf,
+        overrides: &[(&str, &str)],
+    ) -> Self {
         let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
         let db_name = format!("sms_faults_{id}");
         let prefix = format!("faults-{id}");
         let mut env: HashMap<String, String> = [
             ("MONGO_URI", mongo_uri.as_str()),
             ("MONGO_DB", db_name.as_str()),
-            ("AMQP_URL", AMQP_URL),
+            ("AMQP_URL", amqp_url.as_str()),
             ("AMQP_PREFIX", prefix.as_str()),
             ("JWT_SECRET", JWT_SECRET),
             ("ALLOWED_HOSTS", "127.0.0.1,localhost"),
@@ -149,6 +156,7 @@ impl Stack {
         std::fs::create_dir_all(&logs).ok();
         Self {
             bins,
+            amqp_url,
             mongo_uri,
             db_name,
             prefix,
@@ -252,7 +260,7 @@ impl Stack {
     pub async fn cleanup(&mut self) {
         self.stop_all().await;
         let _ = sms_testkit::cleanup::drop_database(&self.mongo_uri, &self.db_name).await;
-        let _ = sms_testkit::cleanup::remove_amqp(AMQP_URL, &self.prefix).await;
+        let _ = sms_testkit::cleanup::remove_amqp(&self.amqp_url, &self.prefix).await;
     }
 }
 

@@ -15,7 +15,7 @@ use sms_testkit::{Api, Behaviour, Ledger, Phone};
 
 use super::Ctx;
 use crate::count::{self, Tally};
-use crate::stack::{Stack, AMQP_URL, JWT_SECRET};
+use crate::stack::{Stack, JWT_SECRET};
 
 /// How long a request to the API may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -120,6 +120,7 @@ impl Run {
         let mut stack = Stack::new(
             ctx.bins.clone(),
             ctx.mongo.uri(),
+            ctx.amqp_url.clone(),
             ctx.logs.clone(),
             overrides,
         );
@@ -243,8 +244,8 @@ where
 }
 
 /// A connection and channel to the machine's RabbitMQ.
-pub async fn amqp_channel() -> anyhow::Result<(lapin::Connection, lapin::Channel)> {
-    let conn = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await?;
+pub async fn amqp_channel(url: &str) -> anyhow::Result<(lapin::Connection, lapin::Channel)> {
+    let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await?;
     let ch = conn.create_channel().await?;
     Ok((conn, ch))
 }

@@ -29,6 +29,8 @@ pub struct Ctx {
     pub bins: Bins,
     pub mongo: Mongo,
     pub logs: std::path::PathBuf,
+    /// The RabbitMQ the scenarios use (and stop and start with `rabbitmqctl`).
+    pub amqp_url: String,
 }
 
 /// A scenario being played.

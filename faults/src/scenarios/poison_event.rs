@@ -20,7 +20,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Tally> {
     .await;
     ensure!(flowing, "the first 20 messages were not staged");
     let topology = sms_shared::amqp::Topology::new(&run.stack.prefix);
-    let (conn, ch) = amqp_channel().await?;
+    let (conn, ch) = amqp_channel(&run.stack.amqp_url).await?;
     ch.confirm_select(Default::default()).await?;
     for payload in [b"{broken".to_vec(), br#"{"message_id":"0123456789abcdef01234567","request_id":"0123456789abcdef01234567","accepted_at_ms":0}"#.to_vec()] {
         ch.basic_publish(&topology.events_exchange, "message", Default::default(), &payload, Default::default())

@@ -19,7 +19,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Tally> {
     ensure!(staged, "the first request was not staged");
     // Take the route away: events published now come back unroutable.
     let topology = sms_shared::amqp::Topology::new(&run.stack.prefix);
-    let (conn, ch) = amqp_channel().await?;
+    let (conn, ch) = amqp_channel(&run.stack.amqp_url).await?;
     ch.queue_unbind(
         &topology.queue,
         &topology.events_exchange,
