@@ -122,7 +122,7 @@ async fn lease_jobs(
     let rules = &state.config.rules;
     let grant = state
         .db
-        .agent_leases
+        .agent_rate
         .reserve(
             agent.id,
             limit,
@@ -148,16 +148,12 @@ async fn lease_jobs(
         Ok(leased) => leased,
         Err(e) => {
             // Give the allowance back; failing that, it only lapses with the window.
-            let _ = state.db.agent_leases.settle(grant.reservation, 0).await;
+            let _ = state.db.agent_rate.settle(grant.reservation, 0).await;
             return Err(e.into());
         }
     };
     let count = leased.messages.len() as i64;
-    state
-        .db
-        .agent_leases
-        .settle(grant.reservation, count)
-        .await?;
+    state.db.agent_rate.settle(grant.reservation, count).await?;
     state.metrics.leases.inc_by(count as u64);
     state.metrics.lease_expiries.inc_by(leased.re_leased);
     if count > 0 {

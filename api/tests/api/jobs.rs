@@ -862,7 +862,7 @@ async fn concurrent_polls_on_two_replicas_never_exceed_the_cap() {
     assert_eq!(assigned, 5);
     assert_eq!(
         app.db
-            .agent_leases
+            .agent_rate
             .used(agent, sms_shared::time::now())
             .await
             .unwrap(),

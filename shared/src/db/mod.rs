@@ -12,7 +12,7 @@ use mongodb::{Client, Database};
 
 use crate::config::MongoConfig;
 
-pub mod agent_leases;
+pub mod agent_rate;
 pub mod agents;
 pub mod api_keys;
 pub mod audit_logs;
@@ -40,7 +40,7 @@ pub struct Db {
     pub reports: reports::Reports,
     pub dedup: dedup::Dedup,
     pub usage: usage::Usage,
-    pub agent_leases: agent_leases::AgentLeases,
+    pub agent_rate: agent_rate::AgentRate,
 }
 
 impl Db {
@@ -72,7 +72,7 @@ impl Db {
             reports: reports::Reports::new(&database),
             dedup: dedup::Dedup::new(&database),
             usage: usage::Usage::new(&database),
-            agent_leases: agent_leases::AgentLeases::new(&database),
+            agent_rate: agent_rate::AgentRate::new(&database),
             database,
         }
     }
@@ -118,10 +118,10 @@ impl Db {
             .create_indexes()
             .await
             .context("quota_usage indexes")?;
-        self.agent_leases
+        self.agent_rate
             .create_indexes()
             .await
-            .context("agent_leases indexes")?;
+            .context("agent_rate indexes")?;
         Ok(())
     }
 }
