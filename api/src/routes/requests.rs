@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sms_shared::db::api_keys::{SCOPE_READ, SCOPE_SEND};
 use sms_shared::db::messages::{Message, MessageFilter, NewMessage};
+use sms_shared::db::quota::seconds_until_tomorrow;
 use sms_shared::db::requests::SmsRequest;
-use sms_shared::db::usage::seconds_until_tomorrow;
 use sms_shared::domain::status::Status;
 use sms_shared::domain::{phone, template};
 use sms_shared::time::{self, serde_rfc3339};
@@ -224,13 +224,13 @@ async fn create_request(
         Caller::Client(client) => {
             let ok = state
                 .db
-                .usage
+                .quota
                 .reserve(client.key_id, n as i64, client.rate_limit_per_day, now)
                 .await?;
             if !ok {
                 let used = state
                     .db
-                    .usage
+                    .quota
                     .used_today(client.key_id, now)
                     .await
                     .unwrap_or(0);
@@ -286,7 +286,7 @@ async fn create_request(
 
     if let Err(e) = store(&state, &request, &messages).await {
         if let Some(key) = tenant {
-            if let Err(release) = state.db.usage.release(key, n as i64, now).await {
+            if let Err(release) = state.db.quota.release(key, n as i64, now).await {
                 tracing::error!(error = %release, "could not give back quota of a failed request");
             }
         }

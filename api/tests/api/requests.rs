@@ -371,7 +371,7 @@ async fn the_daily_quota_is_enforced_in_messages() {
     let oid = mongodb::bson::oid::ObjectId::parse_str(&key_id).unwrap();
     assert_eq!(
         app.db
-            .usage
+            .quota
             .used_today(oid, chrono::Utc::now())
             .await
             .unwrap(),

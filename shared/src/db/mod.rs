@@ -18,11 +18,11 @@ pub mod api_keys;
 pub mod audit_logs;
 pub mod dedup;
 pub mod messages;
+pub mod quota;
 pub mod reports;
 pub mod requests;
 pub mod settings;
 pub mod templates;
-pub mod usage;
 pub mod users;
 
 /// Handles to every collection of the service.
@@ -39,7 +39,7 @@ pub struct Db {
     pub messages: messages::Messages,
     pub reports: reports::Reports,
     pub dedup: dedup::Dedup,
-    pub usage: usage::Usage,
+    pub quota: quota::Quota,
     pub agent_rate: agent_rate::AgentRate,
 }
 
@@ -71,7 +71,7 @@ impl Db {
             messages: messages::Messages::new(&database),
             reports: reports::Reports::new(&database),
             dedup: dedup::Dedup::new(&database),
-            usage: usage::Usage::new(&database),
+            quota: quota::Quota::new(&database),
             agent_rate: agent_rate::AgentRate::new(&database),
             database,
         }
@@ -114,7 +114,7 @@ impl Db {
             .await
             .context("sms_messages indexes")?;
         self.dedup.create_indexes().await.context("dedup indexes")?;
-        self.usage
+        self.quota
             .create_indexes()
             .await
             .context("quota_usage indexes")?;
