@@ -19,12 +19,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::Caller;
+use crate::background::outbox;
 use crate::error::{ApiError, ApiResult, FieldErrors};
 use crate::extract::{
     id_param, object_id, time_param, Json, Page, Paging, Query, StatusFilter, TimeFilter,
 };
 use crate::openapi::{AuthError, BodyErrors, Errors, NotFoundError, QuotaError, ScopeError};
-use crate::outbox;
 use crate::state::AppState;
 
 /// Priority of a request that names none and whose template has none.
