@@ -10,10 +10,10 @@ use crate::state::AppState;
 pub mod agents;
 pub mod api_keys;
 pub mod audit_logs;
-pub mod auth;
 pub mod docs;
 pub mod health;
 pub mod jobs;
+pub mod login;
 pub mod reports;
 pub mod requests;
 pub mod templates;
@@ -22,7 +22,7 @@ pub mod templates;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())
-        .merge(auth::router())
+        .merge(login::router())
         .merge(api_keys::router())
         .merge(agents::router())
         .merge(jobs::router())
