@@ -14,6 +14,7 @@ pub mod docs;
 pub mod health;
 pub mod jobs;
 pub mod login;
+pub mod messages;
 pub mod reports;
 pub mod requests;
 pub mod templates;
@@ -30,5 +31,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(audit_logs::router())
         .merge(templates::router())
         .merge(requests::router())
+        .merge(messages::router())
         .merge(docs::router())
 }
