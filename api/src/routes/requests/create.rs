@@ -1,39 +1,35 @@
-//! Send requests: `POST /requests` validates a whole request, reserves quota, stores the request
-//! and its messages, and answers 202 before publishing their events; `GET /requests/{id}` tells
-//! how far its messages got. The messages themselves are read through `messages.rs`.
+//! `POST /requests`: validates a whole request, reserves quota, stores the request and its
+//! messages, and answers 202 before publishing their events.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use mongodb::bson::{oid::ObjectId, DateTime};
+use mongodb::bson::oid::ObjectId;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sms_shared::db::api_keys::{SCOPE_READ, SCOPE_SEND};
+use sms_shared::db::api_keys::SCOPE_SEND;
 use sms_shared::db::messages::{Message, NewMessage};
 use sms_shared::db::quota::seconds_until_tomorrow;
 use sms_shared::db::requests::SmsRequest;
-use sms_shared::domain::status::Status;
 use sms_shared::domain::{phone, template};
-use sms_shared::time::{self, serde_rfc3339};
+use sms_shared::time;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::background::outbox;
 use crate::error::{ApiError, ApiResult, FieldErrors};
-use crate::extract::{object_id, Json};
-use crate::openapi::{AuthError, BodyErrors, Errors, NotFoundError, QuotaError, ScopeError};
+use crate::extract::Json;
+use crate::openapi::{AuthError, BodyErrors, Errors, QuotaError, ScopeError};
 use crate::state::AppState;
+
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(create_request))
+}
 
 /// Priority of a request that names none and whose template has none.
 const DEFAULT_PRIORITY: i32 = 50;
-
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(create_request))
-        .routes(routes!(get_request))
-}
 
 /// A send request: one approved template, one agent, up to `MAX_RECIPIENTS_PER_REQUEST`
 /// recipients.
@@ -343,73 +339,4 @@ async fn store(state: &AppState, request: &SmsRequest, messages: &[Message]) -> 
         return Err(ApiError::Unavailable("the database".into()));
     }
     Ok(())
-}
-
-/// A send request and how far its messages got.
-#[derive(Serialize, utoipa::ToSchema)]
-#[schema(as = SmsRequest)]
-struct RequestView {
-    request_id: String,
-    /// The same as `request_id`.
-    id: String,
-    /// The number of messages.
-    total: i64,
-    /// How many of its messages are in each status; every status is present.
-    #[schema(value_type = sms_shared::db::reports::StatusCounts)]
-    status_counts: BTreeMap<String, i64>,
-    template_id: String,
-    agent_id: String,
-    client_name: String,
-    priority_weight: i32,
-    #[serde(with = "serde_rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    created_at: DateTime,
-}
-
-/// A send request with its messages counted by status. API keys see only their own.
-#[utoipa::path(
-    get,
-    path = "/requests/{id}",
-    tag = "requests",
-    params(("id" = String, Path, description = "The request's id")),
-    security(("api_key" = []), ("operator_jwt" = [])),
-    responses(
-        (status = 200, description = "The request", body = RequestView),
-        AuthError,
-        ScopeError,
-        NotFoundError,
-        Errors,
-    )
-)]
-async fn get_request(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<Json<RequestView>> {
-    caller.require(SCOPE_READ)?;
-    let id = object_id(&id)?;
-    let request = state
-        .db
-        .requests
-        .find_for(id, caller.tenant())
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    let mut status_counts: BTreeMap<String, i64> = Status::ALL
-        .iter()
-        .map(|s| (s.as_str().to_owned(), 0))
-        .collect();
-    for (status, n) in state.db.messages.status_counts(id).await? {
-        status_counts.insert(status, n);
-    }
-    Ok(Json(RequestView {
-        request_id: request.id.to_hex(),
-        id: request.id.to_hex(),
-        total: request.total,
-        status_counts,
-        template_id: request.template_id.to_hex(),
-        agent_id: request.agent_id.to_hex(),
-        client_name: request.client_name,
-        priority_weight: request.priority_weight,
-        created_at: request.created_at,
-    }))
 }
