@@ -1,17 +1,25 @@
 //! `POST /requests`: validates a whole request, reserves quota, stores the request and its
 //! messages, and answers 202 before publishing their events.
+//!
+//! The handler is the list of its steps, each a function below: [`validate`] → [`render`] →
+//! [`reserve_quota`] → [`store`] (then [`audit`] for operators) → [`publish`]. Until `store`
+//! succeeds nothing is written but the quota reservation, which a failed `store` gives back.
 
 use std::collections::HashMap;
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
 use mongodb::bson::oid::ObjectId;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sms_shared::config::RulesConfig;
+use sms_shared::db::agents::Agent;
 use sms_shared::db::api_keys::SCOPE_SEND;
 use sms_shared::db::messages::{Message, NewMessage};
 use sms_shared::db::quota::seconds_until_tomorrow;
 use sms_shared::db::requests::SmsRequest;
+use sms_shared::db::templates::Template;
 use sms_shared::domain::{phone, template};
 use sms_shared::time;
 use utoipa_axum::router::OpenApiRouter;
@@ -106,6 +114,49 @@ async fn create_request(
     Json(body): Json<CreateRequest>,
 ) -> ApiResult<(StatusCode, Json<Accepted>)> {
     caller.require(SCOPE_SEND)?;
+    let validated = validate(&state, &body).await?;
+    let rendered = render(&state.config.rules, &body.messages, validated)?;
+    let now = time::now();
+    let reservation = reserve_quota(&state, &caller, rendered.texts.len(), now).await?;
+    let (request, messages) = documents(&caller, body.priority_weight, rendered, now);
+    if let Err(e) = store(&state, &request, &messages).await {
+        release_quota(&state, reservation).await;
+        return Err(e);
+    }
+    audit(&state, &caller, &request).await?;
+    publish(&state, &messages);
+    tracing::info!(request_id = %request.id, total = request.total, "request accepted");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Accepted {
+            request_id: request.id.to_hex(),
+            total: messages.len(),
+            status: "ACCEPTED",
+        }),
+    ))
+}
+
+fn rejected(errors: FieldErrors) -> ApiError {
+    ApiError::Validation {
+        detail: "the request was rejected; nothing was stored".into(),
+        errors,
+    }
+}
+
+/// What [`validate`] found: the request's template, and its agent and errors so far, which
+/// [`render`] completes.
+struct Validated {
+    template: Template,
+    agent: Option<Agent>,
+    errors: FieldErrors,
+}
+
+/// Step 1: the template (known and approved), the agent (known and active), the priority
+/// (0 to 100) and the number of recipients (1 to `MAX_RECIPIENTS_PER_REQUEST`).
+///
+/// Rejects the request at once when there is no template to render with or the recipient count
+/// is wrong; any other error travels on to [`render`], so that one answer lists them all.
+async fn validate(state: &AppState, body: &CreateRequest) -> ApiResult<Validated> {
     let rules = &state.config.rules;
     let mut errors = FieldErrors::new();
 
@@ -150,11 +201,37 @@ async fn create_request(
     {
         return Err(rejected(errors));
     }
-    let template = template.expect("checked above");
+    Ok(Validated {
+        template: template.expect("checked above"),
+        agent,
+        errors,
+    })
+}
 
-    // Render every message; any invalid item rejects the whole request.
-    let mut rendered = Vec::with_capacity(n);
-    for (i, item) in body.messages.iter().enumerate() {
+/// What [`render`] made of a valid request: one `(to, text)` per recipient, in order.
+struct Rendered {
+    template: Template,
+    agent: Agent,
+    texts: Vec<(String, String)>,
+}
+
+/// Step 2: each recipient's number (normalised to E.164), variables (strings, numbers or
+/// booleans) and text (the template rendered, at most `MAX_TEXT_LENGTH` characters).
+///
+/// Any invalid item rejects the whole request, with errors per item (`messages[3].to`) added to
+/// those [`validate`] found.
+fn render(
+    rules: &RulesConfig,
+    recipients: &[Recipient],
+    validated: Validated,
+) -> ApiResult<Rendered> {
+    let Validated {
+        template,
+        agent,
+        mut errors,
+    } = validated;
+    let mut texts = Vec::with_capacity(recipients.len());
+    for (i, item) in recipients.iter().enumerate() {
         let to = match phone::normalize(
             &item.to,
             &rules.default_country_prefix,
@@ -202,48 +279,93 @@ async fn create_request(
             }
         };
         if let (Some(to), Some(text)) = (to, text) {
-            rendered.push((to, text));
+            texts.push((to, text));
         }
     }
     if !errors.is_empty() {
         return Err(rejected(errors));
     }
-    let agent = agent.expect("checked above");
+    Ok(Rendered {
+        template,
+        agent: agent.expect("checked above"),
+        texts,
+    })
+}
 
-    // Reserve quota atomically before storing anything.
-    let now = time::now();
-    let tenant = match &caller {
-        Caller::Client(client) => {
-            let ok = state
-                .db
-                .quota
-                .reserve(client.key_id, n as i64, client.rate_limit_per_day, now)
-                .await?;
-            if !ok {
-                let used = state
-                    .db
-                    .quota
-                    .used_today(client.key_id, now)
-                    .await
-                    .unwrap_or(0);
-                return Err(ApiError::QuotaExceeded {
-                    retry_after: seconds_until_tomorrow(now),
-                    detail: format!(
-                        "daily quota of {} messages exceeded ({used} used today, {n} requested)",
-                        client.rate_limit_per_day
-                    ),
-                });
-            }
-            Some(client.key_id)
-        }
-        Caller::Operator(_) => None,
+/// Quota taken by [`reserve_quota`], which [`release_quota`] gives back.
+struct Reservation {
+    key: ObjectId,
+    n: i64,
+    at: DateTime<Utc>,
+}
+
+/// Step 3: takes the request's `n` messages from the API key's quota of the day, atomically and
+/// before anything is stored; `QUOTA_EXCEEDED` when they do not fit. Operators spend no quota.
+async fn reserve_quota(
+    state: &AppState,
+    caller: &Caller,
+    n: usize,
+    now: DateTime<Utc>,
+) -> ApiResult<Option<Reservation>> {
+    let Caller::Client(client) = caller else {
+        return Ok(None);
     };
-    let (client_name, created_by) = match &caller {
+    let ok = state
+        .db
+        .quota
+        .reserve(client.key_id, n as i64, client.rate_limit_per_day, now)
+        .await?;
+    if !ok {
+        let used = state
+            .db
+            .quota
+            .used_today(client.key_id, now)
+            .await
+            .unwrap_or(0);
+        return Err(ApiError::QuotaExceeded {
+            retry_after: seconds_until_tomorrow(now),
+            detail: format!(
+                "daily quota of {} messages exceeded ({used} used today, {n} requested)",
+                client.rate_limit_per_day
+            ),
+        });
+    }
+    Ok(Some(Reservation {
+        key: client.key_id,
+        n: n as i64,
+        at: now,
+    }))
+}
+
+/// Gives back the quota of a request that could not be stored; a failure is only logged.
+async fn release_quota(state: &AppState, reservation: Option<Reservation>) {
+    let Some(r) = reservation else {
+        return;
+    };
+    if let Err(release) = state.db.quota.release(r.key, r.n, r.at).await {
+        tracing::error!(error = %release, "could not give back quota of a failed request");
+    }
+}
+
+/// The documents [`store`] writes: the request, and one `PENDING` message per rendered
+/// recipient, all with the request's priority (the request's, else the template's, else 50).
+fn documents(
+    caller: &Caller,
+    priority_weight: Option<i64>,
+    rendered: Rendered,
+    now: DateTime<Utc>,
+) -> (SmsRequest, Vec<Message>) {
+    let Rendered {
+        template,
+        agent,
+        texts,
+    } = rendered;
+    let tenant = caller.tenant();
+    let (client_name, created_by) = match caller {
         Caller::Client(c) => (c.client_name.clone(), c.client_name.clone()),
         Caller::Operator(o) => ("operator".to_owned(), o.name.clone()),
     };
-    let priority = body
-        .priority_weight
+    let priority = priority_weight
         .map(|w| w as i32)
         .or(template.priority_weight)
         .unwrap_or(DEFAULT_PRIORITY);
@@ -256,10 +378,10 @@ async fn create_request(
         template_id: template.id,
         agent_id: agent.id,
         priority_weight: priority,
-        total: n as i64,
+        total: texts.len() as i64,
         created_at,
     };
-    let messages: Vec<Message> = rendered
+    let messages = texts
         .into_iter()
         .map(|(to, text)| {
             Message::pending(NewMessage {
@@ -275,56 +397,11 @@ async fn create_request(
             })
         })
         .collect();
-
-    if let Err(e) = store(&state, &request, &messages).await {
-        if let Some(key) = tenant {
-            if let Err(release) = state.db.quota.release(key, n as i64, now).await {
-                tracing::error!(error = %release, "could not give back quota of a failed request");
-            }
-        }
-        return Err(e);
-    }
-
-    if let Caller::Operator(operator) = &caller {
-        operator
-            .audit(
-                &state,
-                "request.create",
-                "sms_request",
-                Some(request.id.to_hex()),
-                mongodb::bson::doc! {"total": n as i64, "agent_id": agent.id.to_hex()},
-            )
-            .await?;
-    }
-    let events: Vec<_> = messages
-        .iter()
-        .map(|m| outbox::event(m.id, m.request_id, m.created_at))
-        .collect();
-    let publish_state = state.clone();
-    let accepted = std::time::Instant::now();
-    state.tasks.spawn(async move {
-        crate::fault::maybe_crash_before_publish().await;
-        outbox::publish(&publish_state, &events, accepted).await;
-    });
-    tracing::info!(request_id = %request.id, total = n, "request accepted");
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(Accepted {
-            request_id: request.id.to_hex(),
-            total: n,
-            status: "ACCEPTED",
-        }),
-    ))
+    (request, messages)
 }
 
-fn rejected(errors: FieldErrors) -> ApiError {
-    ApiError::Validation {
-        detail: "the request was rejected; nothing was stored".into(),
-        errors,
-    }
-}
-
-/// Stores the request and its messages; on failure removes what was written.
+/// Step 4: stores the request and its messages; on failure removes what was written and
+/// answers `SERVICE_UNAVAILABLE`.
 async fn store(state: &AppState, request: &SmsRequest, messages: &[Message]) -> ApiResult<()> {
     let _writing = state.client_writes.begin();
     let result = async {
@@ -339,4 +416,35 @@ async fn store(state: &AppState, request: &SmsRequest, messages: &[Message]) -> 
         return Err(ApiError::Unavailable("the database".into()));
     }
     Ok(())
+}
+
+/// Records an operator's send in the audit log (API keys' sends are not audited).
+async fn audit(state: &AppState, caller: &Caller, request: &SmsRequest) -> ApiResult<()> {
+    let Caller::Operator(operator) = caller else {
+        return Ok(());
+    };
+    operator
+        .audit(
+            state,
+            "request.create",
+            "sms_request",
+            Some(request.id.to_hex()),
+            mongodb::bson::doc! {"total": request.total, "agent_id": request.agent_id.to_hex()},
+        )
+        .await
+}
+
+/// Step 5: publishes the messages' events in the background, so the client does not wait for
+/// RabbitMQ; whatever does not get confirmed, the outbox sweeper publishes later.
+fn publish(state: &AppState, messages: &[Message]) {
+    let events: Vec<_> = messages
+        .iter()
+        .map(|m| outbox::event(m.id, m.request_id, m.created_at))
+        .collect();
+    let publish_state = state.clone();
+    let accepted = std::time::Instant::now();
+    state.tasks.spawn(async move {
+        crate::fault::maybe_crash_before_publish().await;
+        outbox::publish(&publish_state, &events, accepted).await;
+    });
 }
