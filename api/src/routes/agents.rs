@@ -1,133 +1,26 @@
-//! Agents (Android phones): registration with the shared secret, heartbeats, and the operator's
-//! view and switch of the fleet.
+//! Agents (Android phones): registration with the shared secret, and heartbeats.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use mongodb::bson::{doc, DateTime, Document};
 use serde::{Deserialize, Serialize};
-use sms_shared::db::agents::{Agent, Registered};
+use sms_shared::db::agents::Registered;
 use sms_shared::domain::token;
-use sms_shared::time::{self, serde_rfc3339};
+use sms_shared::time;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{AgentAuth, Operator};
+use crate::auth::AgentAuth;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{object_id, Json};
-use crate::openapi::{AuthError, BodyErrors, Errors, NotFoundError};
+use crate::extract::Json;
+use crate::openapi::{AuthError, BodyErrors, Errors};
+use crate::routes::admin::registration_secret::secret_in_force;
 use crate::state::AppState;
-
-/// An agent counts as online when its last heartbeat is this recent.
-const ONLINE_WINDOW_SECONDS: i64 = 120;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(get_registration_secret, put_registration_secret))
-        .routes(routes!(list_agents))
-        .routes(routes!(update_agent))
         .routes(routes!(register_agent))
         .routes(routes!(heartbeat))
-}
-
-/// The agent registration secret in force.
-#[derive(Serialize, utoipa::ToSchema)]
-struct RegistrationSecret {
-    /// The secret agents must send to register; `null` when registration is open.
-    registration_secret: Option<String>,
-    /// Whether a secret is required.
-    configured: bool,
-}
-
-/// The secret in force: the database value wins over `AGENT_REGISTRATION_SECRET`; an empty
-/// value disables it; with neither, registration is open.
-async fn secret_in_force(state: &AppState) -> ApiResult<Option<String>> {
-    let stored = state.db.settings.registration_secret().await?;
-    Ok(match stored {
-        Some(v) => Some(v).filter(|v| !v.is_empty()),
-        None => state.config.agent_registration_secret.clone(),
-    })
-}
-
-/// The registration secret in force: the stored one, else `AGENT_REGISTRATION_SECRET`.
-#[utoipa::path(
-    get,
-    path = "/admin/agent/registration-secret",
-    tag = "agents",
-    security(("operator_jwt" = [])),
-    responses(
-        (status = 200, description = "The secret in force", body = RegistrationSecret),
-        AuthError,
-        Errors,
-    )
-)]
-async fn get_registration_secret(
-    State(state): State<AppState>,
-    _op: Operator,
-) -> ApiResult<Json<RegistrationSecret>> {
-    let secret = secret_in_force(&state).await?;
-    Ok(Json(RegistrationSecret {
-        configured: secret.is_some(),
-        registration_secret: secret,
-    }))
-}
-
-/// A new registration secret.
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-struct PutRegistrationSecret {
-    /// At most 256 characters (after trimming); empty disables the secret.
-    #[schema(max_length = 256)]
-    registration_secret: String,
-}
-
-/// Sets the registration secret; an empty one opens registration to any device.
-#[utoipa::path(
-    put,
-    path = "/admin/agent/registration-secret",
-    tag = "agents",
-    security(("operator_jwt" = [])),
-    responses(
-        (status = 200, description = "The secret now in force", body = RegistrationSecret),
-        AuthError,
-        Errors,
-        BodyErrors,
-    )
-)]
-async fn put_registration_secret(
-    State(state): State<AppState>,
-    operator: Operator,
-    Json(body): Json<PutRegistrationSecret>,
-) -> ApiResult<Json<RegistrationSecret>> {
-    let value = body.registration_secret.trim().to_owned();
-    if value.chars().count() > 256 {
-        return Err(ApiError::validation(
-            "registration_secret",
-            "must be at most 256 characters",
-        ));
-    }
-    state
-        .db
-        .settings
-        .set_registration_secret(&value, &operator.name)
-        .await?;
-    operator
-        .audit(
-            &state,
-            if value.is_empty() {
-                "registration_secret.disable"
-            } else {
-                "registration_secret.set"
-            },
-            "setting",
-            Some("agent_registration_secret".into()),
-            doc! {},
-        )
-        .await?;
-    let secret = Some(value).filter(|v| !v.is_empty());
-    Ok(Json(RegistrationSecret {
-        configured: secret.is_some(),
-        registration_secret: secret,
-    }))
 }
 
 /// A device asking to become an agent.
@@ -312,131 +205,4 @@ async fn heartbeat(
         ok: true,
         server_time: time::rfc3339(DateTime::now()),
     }))
-}
-
-/// An agent as operators see it.
-#[derive(Serialize, utoipa::ToSchema)]
-#[schema(as = Agent)]
-struct AgentView {
-    agent_id: String,
-    /// The same as `agent_id`.
-    id: String,
-    device_id: String,
-    label: String,
-    /// A disabled agent's token is refused.
-    is_active: bool,
-    /// The last heartbeat.
-    #[serde(with = "serde_rfc3339::option")]
-    #[schema(value_type = Option<String>, format = DateTime)]
-    last_seen_at: Option<DateTime>,
-    /// Whether the last heartbeat is at most two minutes old.
-    online: bool,
-    #[serde(with = "serde_rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    created_at: DateTime,
-    /// The device facts of the last heartbeat.
-    #[schema(value_type = Option<Object>)]
-    device: Option<Document>,
-}
-
-impl From<Agent> for AgentView {
-    fn from(a: Agent) -> Self {
-        let now = DateTime::now().timestamp_millis();
-        let online = a
-            .last_seen_at
-            .is_some_and(|t| now - t.timestamp_millis() <= ONLINE_WINDOW_SECONDS * 1000);
-        Self {
-            agent_id: a.id.to_hex(),
-            id: a.id.to_hex(),
-            device_id: a.device_id,
-            label: a.label,
-            is_active: a.is_active,
-            last_seen_at: a.last_seen_at,
-            online,
-            created_at: a.created_at,
-            device: a.device,
-        }
-    }
-}
-
-/// Every agent, oldest first.
-#[derive(Serialize, utoipa::ToSchema)]
-struct AgentList {
-    items: Vec<AgentView>,
-}
-
-/// Lists the agents with their last heartbeat.
-#[utoipa::path(
-    get,
-    path = "/admin/agents",
-    tag = "agents",
-    security(("operator_jwt" = [])),
-    responses(
-        (status = 200, description = "Every agent", body = AgentList),
-        AuthError,
-        Errors,
-    )
-)]
-async fn list_agents(State(state): State<AppState>, _op: Operator) -> ApiResult<Json<AgentList>> {
-    let items = state
-        .db
-        .agents
-        .list()
-        .await?
-        .into_iter()
-        .map(AgentView::from)
-        .collect();
-    Ok(Json(AgentList { items }))
-}
-
-/// The operator's switch of an agent.
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-struct UpdateAgent {
-    /// `false` disables the agent: its token gets 401 at once.
-    is_active: bool,
-}
-
-/// Enables or disables an agent.
-#[utoipa::path(
-    patch,
-    path = "/admin/agents/{id}",
-    tag = "agents",
-    params(("id" = String, Path, description = "The agent's id")),
-    security(("operator_jwt" = [])),
-    responses(
-        (status = 200, description = "The agent as it is now", body = AgentView),
-        AuthError,
-        NotFoundError,
-        Errors,
-        BodyErrors,
-    )
-)]
-async fn update_agent(
-    State(state): State<AppState>,
-    operator: Operator,
-    Path(id): Path<String>,
-    Json(body): Json<UpdateAgent>,
-) -> ApiResult<Json<AgentView>> {
-    let id = object_id(&id)?;
-    let agent = state
-        .db
-        .agents
-        .set_active(id, body.is_active)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    operator
-        .audit(
-            &state,
-            if body.is_active {
-                "agent.enable"
-            } else {
-                "agent.disable"
-            },
-            "agent",
-            Some(id.to_hex()),
-            doc! {"device_id": &agent.device_id},
-        )
-        .await?;
-    Ok(Json(AgentView::from(agent)))
 }

@@ -7,9 +7,8 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::openapi::ApiDoc;
 use crate::state::AppState;
 
+pub mod admin;
 pub mod agents;
-pub mod api_keys;
-pub mod audit_logs;
 pub mod docs;
 pub mod health;
 pub mod jobs;
@@ -24,11 +23,10 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())
         .merge(login::router())
-        .merge(api_keys::router())
+        .merge(admin::router())
         .merge(agents::router())
         .merge(jobs::router())
         .merge(reports::router())
-        .merge(audit_logs::router())
         .merge(templates::router())
         .merge(requests::router())
         .merge(messages::router())

@@ -32,7 +32,7 @@ use crate::extract::Json;
 use crate::openapi::{AuthError, BodyErrors, Errors, QuotaError, ScopeError};
 use crate::state::AppState;
 
-pub(super) fn router() -> OpenApiRouter<AppState> {
+pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(create_request))
 }
 

@@ -17,7 +17,7 @@ use crate::extract::{object_id, Json};
 use crate::openapi::{AuthError, Errors, NotFoundError, ScopeError};
 use crate::state::AppState;
 
-pub(super) fn router() -> OpenApiRouter<AppState> {
+pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(get_request))
 }
 
