@@ -1,5 +1,6 @@
-//! One module per resource; each exports `router()`, whose routes carry their OpenAPI
-//! operations.
+//! The HTTP routes, one module per concern, a folder where a concern has several routes
+//! (`requests/`, `agent/` for the phones, `admin/` for operators). Each module exports `router()`,
+//! whose routes carry their OpenAPI operations.
 
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -8,10 +9,9 @@ use crate::openapi::ApiDoc;
 use crate::state::AppState;
 
 pub mod admin;
-pub mod agents;
+pub mod agent;
 pub mod docs;
 pub mod health;
-pub mod jobs;
 pub mod login;
 pub mod messages;
 pub mod reports;
@@ -24,8 +24,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(health::router())
         .merge(login::router())
         .merge(admin::router())
-        .merge(agents::router())
-        .merge(jobs::router())
+        .merge(agent::router())
         .merge(reports::router())
         .merge(templates::router())
         .merge(requests::router())
