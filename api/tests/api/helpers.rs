@@ -467,3 +467,14 @@ pub async fn metric(app: &TestApp, name: &str) -> f64 {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
         .unwrap_or(0.0)
 }
+
+/// `n` distinct valid Vietnamese mobile numbers in national form.
+pub fn numbers(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("09{:08}", 10_000_000 + i)).collect()
+}
+
+/// How many messages a dispatcher has staged so far.
+pub async fn staged_count(app: &TestApp) -> u64 {
+    app.count("sms_messages", mongodb::bson::doc! {"staged": true})
+        .await
+}
