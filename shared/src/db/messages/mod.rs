@@ -26,6 +26,7 @@ pub use leasing::Leased;
 pub use outbox::OutboxRow;
 pub use status_reports::{ReportOutcome, MAX_ERROR_CHARS};
 
+/// One recipient of a request: its text, status, and its outbox, staging and lease state.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Message {
     #[serde(rename = "_id")]
@@ -146,6 +147,7 @@ pub struct MessageFilter {
 }
 
 impl MessageFilter {
+    /// The MongoDB filter of the fields that are set.
     pub fn to_document(&self) -> Document {
         let mut f = doc! {};
         if let Some(t) = self.tenant {
@@ -177,6 +179,8 @@ impl MessageFilter {
     }
 }
 
+/// The `sms_messages` collection. Its queries are spread over this module's files, one file per
+/// stage of a message's life.
 #[derive(Clone)]
 pub struct Messages(Collection<Message>);
 
@@ -223,6 +227,7 @@ impl Messages {
             .map(|_| ())
     }
 
+    /// Deletes a request's messages (undoing a store that failed half-way).
     pub async fn delete_request(&self, request_id: ObjectId) -> mongodb::error::Result<()> {
         self.0
             .delete_many(doc! {"request_id": request_id})
@@ -230,6 +235,7 @@ impl Messages {
             .map(|_| ())
     }
 
+    /// The message with this id, whoever it belongs to.
     pub async fn find(&self, id: ObjectId) -> mongodb::error::Result<Option<Message>> {
         self.0.find_one(doc! {"_id": id}).await
     }
