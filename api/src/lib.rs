@@ -11,8 +11,5 @@ pub mod extract;
 mod fault;
 pub mod middleware;
 pub mod openapi;
-pub mod outbox;
-pub mod queue_watch;
-pub mod reconciler;
 pub mod routes;
 pub mod state;

@@ -9,8 +9,8 @@ use sms_shared::db::Db;
 use sms_shared::metrics::Metrics;
 use tokio_util::task::TaskTracker;
 
+use crate::background::outbox::ClientWrites;
 use crate::config::Config;
-use crate::outbox::ClientWrites;
 
 pub struct App {
     pub config: Config,

@@ -1,5 +1,6 @@
-//! One module per resource; each exports `router()`, whose routes carry their OpenAPI
-//! operations.
+//! The HTTP routes, one module per concern, a folder where a concern has several routes
+//! (`requests/`, `agent/` for the phones, `admin/` for operators). Each module exports `router()`,
+//! whose routes carry their OpenAPI operations.
 
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -7,13 +8,12 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::openapi::ApiDoc;
 use crate::state::AppState;
 
-pub mod agents;
-pub mod api_keys;
-pub mod audit_logs;
-pub mod auth;
+pub mod admin;
+pub mod agent;
 pub mod docs;
 pub mod health;
-pub mod jobs;
+pub mod login;
+pub mod messages;
 pub mod reports;
 pub mod requests;
 pub mod templates;
@@ -22,13 +22,12 @@ pub mod templates;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())
-        .merge(auth::router())
-        .merge(api_keys::router())
-        .merge(agents::router())
-        .merge(jobs::router())
+        .merge(login::router())
+        .merge(admin::router())
+        .merge(agent::router())
         .merge(reports::router())
-        .merge(audit_logs::router())
         .merge(templates::router())
         .merge(requests::router())
+        .merge(messages::router())
         .merge(docs::router())
 }

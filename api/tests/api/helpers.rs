@@ -1,4 +1,5 @@
-//! `spawn_app()` and a `TestApp` with one helper per endpoint.
+//! `spawn_app()` and a `TestApp` with one helper per endpoint; the agent protocol's fixtures
+//! are in `helpers/agent.rs`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -9,6 +10,9 @@ use sms_api::config::Config;
 use sms_shared::config::Env;
 use sms_shared::db::Db;
 use tokio::sync::oneshot;
+
+mod agent;
+pub use agent::*;
 
 pub const ADMIN_USER: &str = "admin";
 pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
@@ -449,4 +453,28 @@ impl BrokerRelay {
     pub fn up(&self) {
         self.up.store(true, std::sync::atomic::Ordering::SeqCst);
     }
+}
+
+/// An id the API handed out as hex.
+pub fn oid(hex: &str) -> mongodb::bson::oid::ObjectId {
+    mongodb::bson::oid::ObjectId::parse_str(hex).unwrap()
+}
+
+/// The value of a metric sample (`name` may carry labels) on `/metrics`, 0 when absent.
+pub async fn metric(app: &TestApp, name: &str) -> f64 {
+    let text = app.get("/metrics", Auth::None).await.text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// `n` distinct valid Vietnamese mobile numbers in national form.
+pub fn numbers(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("09{:08}", 10_000_000 + i)).collect()
+}
+
+/// How many messages a dispatcher has staged so far.
+pub async fn staged_count(app: &TestApp) -> u64 {
+    app.count("sms_messages", mongodb::bson::doc! {"staged": true})
+        .await
 }

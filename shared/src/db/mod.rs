@@ -12,17 +12,17 @@ use mongodb::{Client, Database};
 
 use crate::config::MongoConfig;
 
-pub mod agent_leases;
+pub mod agent_rate;
 pub mod agents;
 pub mod api_keys;
 pub mod audit_logs;
 pub mod dedup;
 pub mod messages;
+pub mod quota;
 pub mod reports;
 pub mod requests;
 pub mod settings;
 pub mod templates;
-pub mod usage;
 pub mod users;
 
 /// Handles to every collection of the service.
@@ -39,8 +39,8 @@ pub struct Db {
     pub messages: messages::Messages,
     pub reports: reports::Reports,
     pub dedup: dedup::Dedup,
-    pub usage: usage::Usage,
-    pub agent_leases: agent_leases::AgentLeases,
+    pub quota: quota::Quota,
+    pub agent_rate: agent_rate::AgentRate,
 }
 
 impl Db {
@@ -71,8 +71,8 @@ impl Db {
             messages: messages::Messages::new(&database),
             reports: reports::Reports::new(&database),
             dedup: dedup::Dedup::new(&database),
-            usage: usage::Usage::new(&database),
-            agent_leases: agent_leases::AgentLeases::new(&database),
+            quota: quota::Quota::new(&database),
+            agent_rate: agent_rate::AgentRate::new(&database),
             database,
         }
     }
@@ -114,14 +114,14 @@ impl Db {
             .await
             .context("sms_messages indexes")?;
         self.dedup.create_indexes().await.context("dedup indexes")?;
-        self.usage
+        self.quota
             .create_indexes()
             .await
             .context("quota_usage indexes")?;
-        self.agent_leases
+        self.agent_rate
             .create_indexes()
             .await
-            .context("agent_leases indexes")?;
+            .context("agent_rate indexes")?;
         Ok(())
     }
 }

@@ -1,10 +1,12 @@
-//! `quota_usage`: messages accepted per API key per UTC day, reserved atomically.
+//! The daily quota of API keys (each key's `rate_limit_per_day`): messages accepted per API key
+//! per UTC day, reserved atomically, in the collection `quota_usage`.
 
 use chrono::{DateTime, Duration, Utc};
 use mongodb::bson::{doc, oid::ObjectId};
 use mongodb::{Collection, Database};
 use serde::{Deserialize, Serialize};
 
+/// One API key's counter for one UTC day.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DayUsage {
     #[serde(rename = "_id")]
@@ -15,8 +17,9 @@ pub struct DayUsage {
     pub expires_at: mongodb::bson::DateTime,
 }
 
+/// The `quota_usage` collection.
 #[derive(Clone)]
-pub struct Usage(Collection<DayUsage>);
+pub struct Quota(Collection<DayUsage>);
 
 /// The counter document's id for a key and UTC day.
 fn day_id(key: ObjectId, at: DateTime<Utc>) -> (String, String) {
@@ -33,7 +36,7 @@ pub fn seconds_until_tomorrow(now: DateTime<Utc>) -> i64 {
     (tomorrow.and_utc() - now).num_seconds().max(1)
 }
 
-impl Usage {
+impl Quota {
     pub fn new(db: &Database) -> Self {
         Self(db.collection("quota_usage"))
     }

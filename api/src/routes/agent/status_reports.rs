@@ -1,184 +1,30 @@
-//! The agent protocol: phones lease their jobs (`GET /agent/jobs/next`) and report what became
-//! of them (`POST /agent/messages/report`).
+//! `POST /agent/messages/report`: an agent reports what became of its leased messages. Each
+//! report is applied on its own (see `db::messages` status reports), so one bad item never fails
+//! the batch.
 
 use axum::extract::State;
 use futures::{StreamExt, TryStreamExt};
-use mongodb::bson::{oid::ObjectId, DateTime};
+use mongodb::bson::oid::ObjectId;
 use serde::{Deserialize, Serialize};
-use sms_shared::db::messages::{Message, ReportOutcome};
+use sms_shared::db::messages::ReportOutcome;
 use sms_shared::domain::status::Status;
-use sms_shared::time::{self, serde_rfc3339};
+use sms_shared::time;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::AgentAuth;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Json, Query};
+use crate::extract::Json;
 use crate::openapi::{AuthError, BodyErrors, Errors};
 use crate::state::AppState;
 
-/// Jobs per poll unless the agent asks otherwise, and the most it may ask for.
-const DEFAULT_JOBS: i64 = 10;
-const MAX_JOBS: i64 = 100;
 /// Items per report batch.
 const MAX_REPORTS: usize = 500;
 /// Messages of one report batch updated at once.
 const REPORT_CONCURRENCY: usize = 16;
-/// When to poll again after an empty answer that the pacing did not cause.
-const IDLE_RETRY_SECONDS: i64 = 5;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(lease_jobs))
-        .routes(routes!(report_messages))
-}
-
-/// How many jobs to lease.
-#[derive(Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-struct JobsQuery {
-    /// At most this many jobs; default 10, capped at 100.
-    #[param(minimum = 1)]
-    limit: Option<i64>,
-}
-
-/// A message leased to the agent to send.
-#[derive(Serialize, utoipa::ToSchema)]
-struct Job {
-    message_id: String,
-    /// The same as `message_id`.
-    id: String,
-    request_id: String,
-    /// E.164.
-    to: String,
-    text: String,
-    /// Identifies this lease; send it back with the report.
-    lease_id: String,
-    /// Until when the job is the agent's; an `ASSIGNED` job whose lease ran out can be leased again.
-    #[serde(with = "serde_rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    lease_expires_at: DateTime,
-    priority_weight: i32,
-    /// How often it was leased, this lease included.
-    attempts: i32,
-    /// SMS parts the text needs.
-    segments: i32,
-    /// `GSM-7` or `UCS-2`.
-    encoding: String,
-}
-
-impl Job {
-    fn from_leased(m: Message, lease_id: &str, expires: DateTime) -> Self {
-        Self {
-            message_id: m.id.to_hex(),
-            id: m.id.to_hex(),
-            request_id: m.request_id.to_hex(),
-            to: m.to,
-            text: m.text,
-            lease_id: m.lease_id.unwrap_or_else(|| lease_id.to_owned()),
-            lease_expires_at: m.lease_expires_at.unwrap_or(expires),
-            priority_weight: m.priority_weight,
-            attempts: m.attempts,
-            segments: m.segments,
-            encoding: m.encoding,
-        }
-    }
-}
-
-/// The jobs of one poll.
-#[derive(Serialize, utoipa::ToSchema)]
-struct JobsResponse {
-    jobs: Vec<Job>,
-    /// Set when `jobs` is empty: seconds until the next poll is worth making.
-    retry_after_seconds: Option<i64>,
-}
-
-/// Leases the agent's next jobs: highest `priority_weight` first, then oldest, paced by
-/// `AGENT_RATE_LIMIT_PER_MIN`.
-#[utoipa::path(
-    get,
-    path = "/agent/jobs/next",
-    tag = "jobs",
-    params(JobsQuery),
-    security(("agent_token" = [])),
-    responses(
-        (status = 200, description = "The leased jobs; when none, `retry_after_seconds` says when to poll again", body = JobsResponse),
-        AuthError,
-        Errors,
-    )
-)]
-#[tracing::instrument(skip_all, fields(agent_id = %agent.id))]
-async fn lease_jobs(
-    State(state): State<AppState>,
-    AgentAuth(agent): AgentAuth,
-    Query(query): Query<JobsQuery>,
-) -> ApiResult<Json<JobsResponse>> {
-    let limit = query.limit.unwrap_or(DEFAULT_JOBS);
-    if limit < 1 {
-        return Err(ApiError::validation("limit", "must be at least 1"));
-    }
-    let limit = limit.min(MAX_JOBS);
-    let now = time::now();
-    let rules = &state.config.rules;
-    let grant = state
-        .db
-        .agent_leases
-        .reserve(
-            agent.id,
-            limit,
-            i64::from(rules.agent_rate_limit_per_min),
-            now,
-        )
-        .await?;
-    if grant.allowed == 0 {
-        return Ok(Json(JobsResponse {
-            jobs: Vec::new(),
-            retry_after_seconds: Some(grant.retry_after_seconds.unwrap_or(IDLE_RETRY_SECONDS)),
-        }));
-    }
-    let lease_id = uuid::Uuid::new_v4().to_string();
-    let lease_for = std::time::Duration::from_secs(rules.lease_seconds.unsigned_abs());
-    let now = time::to_bson(now);
-    let leased = match state
-        .db
-        .messages
-        .lease(agent.id, grant.allowed, &lease_id, lease_for, now)
-        .await
-    {
-        Ok(leased) => leased,
-        Err(e) => {
-            // Give the allowance back; failing that, it only lapses with the window.
-            let _ = state.db.agent_leases.settle(grant.reservation, 0).await;
-            return Err(e.into());
-        }
-    };
-    let count = leased.messages.len() as i64;
-    state
-        .db
-        .agent_leases
-        .settle(grant.reservation, count)
-        .await?;
-    state.metrics.leases.inc_by(count as u64);
-    state.metrics.lease_expiries.inc_by(leased.re_leased);
-    if count > 0 {
-        tracing::info!(
-            leased = count,
-            re_leased = leased.re_leased,
-            %lease_id,
-            "jobs leased"
-        );
-    }
-    let expires = DateTime::from_millis(now.timestamp_millis() + lease_for.as_millis() as i64);
-    let jobs: Vec<Job> = leased
-        .messages
-        .into_iter()
-        .map(|m| Job::from_leased(m, &lease_id, expires))
-        .collect();
-    let retry_after_seconds = jobs.is_empty().then_some(IDLE_RETRY_SECONDS);
-    Ok(Json(JobsResponse {
-        jobs,
-        retry_after_seconds,
-    }))
+    OpenApiRouter::new().routes(routes!(report_messages))
 }
 
 /// What became of the agent's messages, applied in order.

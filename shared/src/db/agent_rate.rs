@@ -1,4 +1,4 @@
-//! `agent_leases`: the pacing ledger behind `AGENT_RATE_LIMIT_PER_MIN`.
+//! `agent_rate`: the per-agent pacing ledger behind `AGENT_RATE_LIMIT_PER_MIN`.
 //!
 //! Every poll of `GET /agent/jobs/next` writes one reservation `{agent_id, at, n}` *before* it
 //! counts the agent's rolling 60-second window, shrinks it to what fits, and finally sets `n` to
@@ -20,8 +20,9 @@ pub const WINDOW_SECONDS: i64 = 60;
 /// How often a poll that found the window full of *unfinished* reservations counts again.
 const ROUNDS: usize = 3;
 
+/// One poll's claim on its agent's allowance for the rolling minute.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LeaseReservation {
+pub struct RateReservation {
     #[serde(rename = "_id")]
     pub id: ObjectId,
     pub agent_id: ObjectId,
@@ -42,7 +43,7 @@ fn settled_default() -> bool {
 /// What a poll may lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Grant {
-    /// The reservation to settle with [`AgentLeases::settle`].
+    /// The reservation to settle with [`AgentRate::settle`].
     pub reservation: ObjectId,
     /// How many messages the poll may lease (0 when the window is full).
     pub allowed: i64,
@@ -50,12 +51,13 @@ pub struct Grant {
     pub retry_after_seconds: Option<i64>,
 }
 
+/// The `agent_rate` collection: every agent's reservations of the last minute or two.
 #[derive(Clone)]
-pub struct AgentLeases(Collection<LeaseReservation>);
+pub struct AgentRate(Collection<RateReservation>);
 
-impl AgentLeases {
+impl AgentRate {
     pub fn new(db: &Database) -> Self {
-        Self(db.collection("agent_leases"))
+        Self(db.collection("agent_rate"))
     }
 
     pub async fn create_indexes(&self) -> mongodb::error::Result<()> {
@@ -108,7 +110,7 @@ impl AgentLeases {
     ) -> mongodb::error::Result<(Grant, usize)> {
         let id = ObjectId::new();
         self.0
-            .insert_one(LeaseReservation {
+            .insert_one(RateReservation {
                 id,
                 agent_id: agent,
                 at: crate::time::to_bson(now),
@@ -117,7 +119,7 @@ impl AgentLeases {
                 expires_at: crate::time::to_bson(now + Duration::seconds(2 * WINDOW_SECONDS)),
             })
             .await?;
-        let others: Vec<LeaseReservation> = self
+        let others: Vec<RateReservation> = self
             .window(agent, now)
             .await?
             .into_iter()
@@ -188,7 +190,7 @@ impl AgentLeases {
         &self,
         agent: ObjectId,
         now: DateTime<Utc>,
-    ) -> mongodb::error::Result<Vec<LeaseReservation>> {
+    ) -> mongodb::error::Result<Vec<RateReservation>> {
         let cutoff = crate::time::to_bson(now - Duration::seconds(WINDOW_SECONDS));
         self.0
             .find(doc! {"agent_id": agent, "at": {"$gt": cutoff}})

@@ -1,0 +1,450 @@
+//! `POST /requests`: validates a whole request, reserves quota, stores the request and its
+//! messages, and answers 202 before publishing their events.
+//!
+//! The handler is the list of its steps, each a function below: [`validate`] → [`render`] →
+//! [`reserve_quota`] → [`store`] (then [`audit`] for operators) → [`publish`]. Until `store`
+//! succeeds nothing is written but the quota reservation, which a failed `store` gives back.
+
+use std::collections::HashMap;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use mongodb::bson::oid::ObjectId;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sms_shared::config::RulesConfig;
+use sms_shared::db::agents::Agent;
+use sms_shared::db::api_keys::SCOPE_SEND;
+use sms_shared::db::messages::{Message, NewMessage};
+use sms_shared::db::quota::seconds_until_tomorrow;
+use sms_shared::db::requests::SmsRequest;
+use sms_shared::db::templates::Template;
+use sms_shared::domain::{phone, template};
+use sms_shared::time;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::Caller;
+use crate::background::outbox;
+use crate::error::{ApiError, ApiResult, FieldErrors};
+use crate::extract::Json;
+use crate::openapi::{AuthError, BodyErrors, Errors, QuotaError, ScopeError};
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(create_request))
+}
+
+/// Priority of a request that names none and whose template has none.
+const DEFAULT_PRIORITY: i32 = 50;
+
+/// A send request: one approved template, one agent, up to `MAX_RECIPIENTS_PER_REQUEST`
+/// recipients.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CreateRequest {
+    /// An approved template's id.
+    template_id: String,
+    /// The id of the (active) agent that sends the messages.
+    agent_id: String,
+    #[schema(min_items = 1)]
+    messages: Vec<Recipient>,
+    /// 0-100; the template's, else 50, when absent.
+    #[schema(minimum = 0, maximum = 100)]
+    priority_weight: Option<i64>,
+}
+
+/// One message of a request.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct Recipient {
+    /// E.164 (`+84901234567`), or a national number that gets `DEFAULT_COUNTRY_PREFIX`.
+    to: String,
+    /// Values of the template's placeholders (strings, numbers or booleans); every one must be given.
+    #[serde(default)]
+    variables: HashMap<String, Value>,
+}
+
+/// The request was stored; its messages go out in the background.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Accepted {
+    request_id: String,
+    /// The number of messages.
+    total: usize,
+    /// Always `ACCEPTED`.
+    #[schema(value_type = String, example = "ACCEPTED")]
+    status: &'static str,
+}
+
+fn push(errors: &mut FieldErrors, field: impl Into<String>, message: impl Into<String>) {
+    errors.entry(field.into()).or_default().push(message.into());
+}
+
+/// A variable's text: strings as they are, numbers and booleans spelled out.
+fn variable_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Sends a templated message to each recipient. Invalid input rejects the whole request, with
+/// `errors` per item (`messages[3].to`); nothing is stored then.
+#[utoipa::path(
+    post,
+    path = "/requests",
+    tag = "requests",
+    security(("api_key" = []), ("operator_jwt" = [])),
+    responses(
+        (status = 202, description = "Accepted: stored, sending in the background", body = Accepted),
+        AuthError,
+        ScopeError,
+        QuotaError,
+        Errors,
+        BodyErrors,
+    )
+)]
+#[tracing::instrument(skip_all, fields(recipients = body.messages.len()))]
+async fn create_request(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<CreateRequest>,
+) -> ApiResult<(StatusCode, Json<Accepted>)> {
+    caller.require(SCOPE_SEND)?;
+    let validated = validate(&state, &body).await?;
+    let rendered = render(&state.config.rules, &body.messages, validated)?;
+    let now = time::now();
+    let reservation = reserve_quota(&state, &caller, rendered.texts.len(), now).await?;
+    let (request, messages) = documents(&caller, body.priority_weight, rendered, now);
+    if let Err(e) = store(&state, &request, &messages).await {
+        release_quota(&state, reservation).await;
+        return Err(e);
+    }
+    audit(&state, &caller, &request).await?;
+    publish(&state, &messages);
+    tracing::info!(request_id = %request.id, total = request.total, "request accepted");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Accepted {
+            request_id: request.id.to_hex(),
+            total: messages.len(),
+            status: "ACCEPTED",
+        }),
+    ))
+}
+
+fn rejected(errors: FieldErrors) -> ApiError {
+    ApiError::Validation {
+        detail: "the request was rejected; nothing was stored".into(),
+        errors,
+    }
+}
+
+/// What [`validate`] found: the request's template, and its agent and errors so far, which
+/// [`render`] completes.
+struct Validated {
+    template: Template,
+    agent: Option<Agent>,
+    errors: FieldErrors,
+}
+
+/// Step 1: the template (known and approved), the agent (known and active), the priority
+/// (0 to 100) and the number of recipients (1 to `MAX_RECIPIENTS_PER_REQUEST`).
+///
+/// Rejects the request at once when there is no template to render with or the recipient count
+/// is wrong; any other error travels on to [`render`], so that one answer lists them all.
+async fn validate(state: &AppState, body: &CreateRequest) -> ApiResult<Validated> {
+    let rules = &state.config.rules;
+    let mut errors = FieldErrors::new();
+
+    let template = match ObjectId::parse_str(&body.template_id) {
+        Ok(id) => state.db.templates.find(id).await?,
+        Err(_) => None,
+    };
+    match &template {
+        None => push(&mut errors, "template_id", "unknown template"),
+        Some(t) if !t.is_approved => push(&mut errors, "template_id", "template is not approved"),
+        Some(_) => {}
+    }
+    let agent = match ObjectId::parse_str(&body.agent_id) {
+        Ok(id) => state.db.agents.find(id).await?,
+        Err(_) => None,
+    };
+    match &agent {
+        None => push(&mut errors, "agent_id", "unknown agent"),
+        Some(a) if !a.is_active => push(&mut errors, "agent_id", "agent is disabled"),
+        Some(_) => {}
+    }
+    if body
+        .priority_weight
+        .is_some_and(|w| !(0..=100).contains(&w))
+    {
+        push(&mut errors, "priority_weight", "must be between 0 and 100");
+    }
+    let n = body.messages.len();
+    if n == 0 {
+        push(&mut errors, "messages", "at least one message is required");
+    } else if n > rules.max_recipients_per_request {
+        push(
+            &mut errors,
+            "messages",
+            format!(
+                "at most {} messages per request",
+                rules.max_recipients_per_request
+            ),
+        );
+    }
+    if !errors.is_empty() && (n == 0 || n > rules.max_recipients_per_request) || template.is_none()
+    {
+        return Err(rejected(errors));
+    }
+    Ok(Validated {
+        template: template.expect("checked above"),
+        agent,
+        errors,
+    })
+}
+
+/// What [`render`] made of a valid request: one `(to, text)` per recipient, in order.
+struct Rendered {
+    template: Template,
+    agent: Agent,
+    texts: Vec<(String, String)>,
+}
+
+/// Step 2: each recipient's number (normalised to E.164), variables (strings, numbers or
+/// booleans) and text (the template rendered, at most `MAX_TEXT_LENGTH` characters).
+///
+/// Any invalid item rejects the whole request, with errors per item (`messages[3].to`) added to
+/// those [`validate`] found.
+fn render(
+    rules: &RulesConfig,
+    recipients: &[Recipient],
+    validated: Validated,
+) -> ApiResult<Rendered> {
+    let Validated {
+        template,
+        agent,
+        mut errors,
+    } = validated;
+    let mut texts = Vec::with_capacity(recipients.len());
+    for (i, item) in recipients.iter().enumerate() {
+        let to = match phone::normalize(
+            &item.to,
+            &rules.default_country_prefix,
+            rules.block_international,
+        ) {
+            Ok(to) => Some(to),
+            Err(e) => {
+                push(&mut errors, format!("messages[{i}].to"), e.to_string());
+                None
+            }
+        };
+        let mut values = HashMap::with_capacity(item.variables.len());
+        for (k, v) in &item.variables {
+            match variable_text(v) {
+                Some(text) => {
+                    values.insert(k.clone(), text);
+                }
+                None => push(
+                    &mut errors,
+                    format!("messages[{i}].variables.{k}"),
+                    "must be a string, number or boolean",
+                ),
+            }
+        }
+        let text = match template::render(&template.content, &values) {
+            Ok(text) if text.chars().count() > rules.max_text_length => {
+                push(
+                    &mut errors,
+                    format!("messages[{i}].text"),
+                    format!(
+                        "rendered text is longer than {} characters",
+                        rules.max_text_length
+                    ),
+                );
+                None
+            }
+            Ok(text) => Some(text),
+            Err(missing) => {
+                push(
+                    &mut errors,
+                    format!("messages[{i}].variables"),
+                    format!("missing {}", missing.join(", ")),
+                );
+                None
+            }
+        };
+        if let (Some(to), Some(text)) = (to, text) {
+            texts.push((to, text));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(rejected(errors));
+    }
+    Ok(Rendered {
+        template,
+        agent: agent.expect("checked above"),
+        texts,
+    })
+}
+
+/// Quota taken by [`reserve_quota`], which [`release_quota`] gives back.
+struct Reservation {
+    key: ObjectId,
+    n: i64,
+    at: DateTime<Utc>,
+}
+
+/// Step 3: takes the request's `n` messages from the API key's quota of the day, atomically and
+/// before anything is stored; `QUOTA_EXCEEDED` when they do not fit. Operators spend no quota.
+async fn reserve_quota(
+    state: &AppState,
+    caller: &Caller,
+    n: usize,
+    now: DateTime<Utc>,
+) -> ApiResult<Option<Reservation>> {
+    let Caller::Client(client) = caller else {
+        return Ok(None);
+    };
+    let ok = state
+        .db
+        .quota
+        .reserve(client.key_id, n as i64, client.rate_limit_per_day, now)
+        .await?;
+    if !ok {
+        let used = state
+            .db
+            .quota
+            .used_today(client.key_id, now)
+            .await
+            .unwrap_or(0);
+        return Err(ApiError::QuotaExceeded {
+            retry_after: seconds_until_tomorrow(now),
+            detail: format!(
+                "daily quota of {} messages exceeded ({used} used today, {n} requested)",
+                client.rate_limit_per_day
+            ),
+        });
+    }
+    Ok(Some(Reservation {
+        key: client.key_id,
+        n: n as i64,
+        at: now,
+    }))
+}
+
+/// Gives back the quota of a request that could not be stored; a failure is only logged.
+async fn release_quota(state: &AppState, reservation: Option<Reservation>) {
+    let Some(r) = reservation else {
+        return;
+    };
+    if let Err(release) = state.db.quota.release(r.key, r.n, r.at).await {
+        tracing::error!(error = %release, "could not give back quota of a failed request");
+    }
+}
+
+/// The documents [`store`] writes: the request, and one `PENDING` message per rendered
+/// recipient, all with the request's priority (the request's, else the template's, else 50).
+fn documents(
+    caller: &Caller,
+    priority_weight: Option<i64>,
+    rendered: Rendered,
+    now: DateTime<Utc>,
+) -> (SmsRequest, Vec<Message>) {
+    let Rendered {
+        template,
+        agent,
+        texts,
+    } = rendered;
+    let tenant = caller.tenant();
+    let (client_name, created_by) = match caller {
+        Caller::Client(c) => (c.client_name.clone(), c.client_name.clone()),
+        Caller::Operator(o) => ("operator".to_owned(), o.name.clone()),
+    };
+    let priority = priority_weight
+        .map(|w| w as i32)
+        .or(template.priority_weight)
+        .unwrap_or(DEFAULT_PRIORITY);
+    let created_at = time::to_bson(now);
+    let request = SmsRequest {
+        id: ObjectId::new(),
+        api_key_id: tenant,
+        client_name: client_name.clone(),
+        created_by,
+        template_id: template.id,
+        agent_id: agent.id,
+        priority_weight: priority,
+        total: texts.len() as i64,
+        created_at,
+    };
+    let messages = texts
+        .into_iter()
+        .map(|(to, text)| {
+            Message::pending(NewMessage {
+                request_id: request.id,
+                api_key_id: tenant,
+                client_name: client_name.clone(),
+                agent_id: agent.id,
+                template_id: template.id,
+                to,
+                text,
+                priority_weight: priority,
+                created_at,
+            })
+        })
+        .collect();
+    (request, messages)
+}
+
+/// Step 4: stores the request and its messages; on failure removes what was written and
+/// answers `SERVICE_UNAVAILABLE`.
+async fn store(state: &AppState, request: &SmsRequest, messages: &[Message]) -> ApiResult<()> {
+    let _writing = state.client_writes.begin();
+    let result = async {
+        state.db.requests.insert(request).await?;
+        state.db.messages.insert_many(messages).await
+    }
+    .await;
+    if let Err(e) = result {
+        let _ = state.db.messages.delete_request(request.id).await;
+        let _ = state.db.requests.delete(request.id).await;
+        tracing::error!(error = %e, "storing a request failed");
+        return Err(ApiError::Unavailable("the database".into()));
+    }
+    Ok(())
+}
+
+/// Records an operator's send in the audit log (API keys' sends are not audited).
+async fn audit(state: &AppState, caller: &Caller, request: &SmsRequest) -> ApiResult<()> {
+    let Caller::Operator(operator) = caller else {
+        return Ok(());
+    };
+    operator
+        .audit(
+            state,
+            "request.create",
+            "sms_request",
+            Some(request.id.to_hex()),
+            mongodb::bson::doc! {"total": request.total, "agent_id": request.agent_id.to_hex()},
+        )
+        .await
+}
+
+/// Step 5: publishes the messages' events in the background, so the client does not wait for
+/// RabbitMQ; whatever does not get confirmed, the outbox sweeper publishes later.
+fn publish(state: &AppState, messages: &[Message]) {
+    let events: Vec<_> = messages
+        .iter()
+        .map(|m| outbox::event(m.id, m.request_id, m.created_at))
+        .collect();
+    let publish_state = state.clone();
+    let accepted = std::time::Instant::now();
+    state.tasks.spawn(async move {
+        crate::fault::maybe_crash_before_publish().await;
+        outbox::publish(&publish_state, &events, accepted).await;
+    });
+}

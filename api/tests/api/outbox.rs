@@ -1,0 +1,90 @@
+//! The outbox: messages whose events never reached RabbitMQ, or never got staged, are published
+//! again, so a broker outage delays messages but loses none.
+
+use mongodb::bson::doc;
+use reqwest::StatusCode;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn a_broker_outage_at_submit_loses_nothing() {
+    let relay = BrokerRelay::start(false).await;
+    let app = spawn_app_with(&[("AMQP_URL", &relay.url())]).await;
+    let s = app.sender().await;
+    let res = app
+        .submit(&s, &[("0901234567", "1"), ("0901234568", "2")])
+        .await;
+    assert_eq!(
+        res.status(),
+        StatusCode::ACCEPTED,
+        "accepted while the broker is away"
+    );
+    assert_eq!(
+        app.count("sms_messages", doc! {"published": false}).await,
+        2
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    assert_eq!(
+        app.count("sms_messages", doc! {"published": false}).await,
+        2,
+        "nothing published yet"
+    );
+
+    relay.up();
+    let dispatcher = app.spawn_dispatcher();
+    assert!(
+        eventually(20, || async {
+            app.count("sms_messages", doc! {"published": true}).await == 2
+        })
+        .await
+    );
+    assert!(eventually(20, || async { staged_count(&app).await == 2 }).await);
+    let metrics = app.get("/metrics", Auth::None).await.text().await.unwrap();
+    assert!(
+        metrics.contains("sms_outbox_republished_total 2"),
+        "{metrics}"
+    );
+    dispatcher.stop().await;
+}
+
+#[tokio::test]
+async fn confirmed_events_that_never_staged_are_published_again() {
+    let app = spawn_app().await;
+    let s = app.sender().await;
+    assert_eq!(
+        app.submit(&s, &[("0901234567", "1"), ("0901234568", "2")])
+            .await
+            .status(),
+        StatusCode::ACCEPTED
+    );
+    assert!(
+        eventually(10, || async {
+            app.count("sms_messages", doc! {"published": true}).await == 2
+        })
+        .await
+    );
+    // The broker loses the events (purged here) and the confirmations are old.
+    let topology = sms_shared::amqp::Topology::new(&app.config.amqp.prefix);
+    let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_purge(&topology.queue, Default::default())
+        .await
+        .unwrap();
+    let long_ago = mongodb::bson::DateTime::from_millis(
+        mongodb::bson::DateTime::now().timestamp_millis() - 600_000,
+    );
+    app.db
+        .messages
+        .collection()
+        .update_many(doc! {}, doc! {"$set": {"published_at": long_ago}})
+        .await
+        .unwrap();
+    let dispatcher = app.spawn_dispatcher();
+    assert!(
+        eventually(15, || async { staged_count(&app).await == 2 }).await,
+        "lost events were not replaced"
+    );
+    dispatcher.stop().await;
+}

@@ -1,0 +1,368 @@
+//! `sms_messages`: one document per recipient. The document is also its own outbox record
+//! (`published`), and carries its staging, lease and delivery state.
+//!
+//! This file holds the document, its filters and the plain reads and writes; each stage of a
+//! message's life has its own file of queries on the same [`Messages`] handle:
+//! - `outbox.rs`: which events still need publishing, and marking them published (the API);
+//! - `staging.rs`: making messages leasable, or cancelling duplicates (the dispatcher);
+//! - `leasing.rs`: handing staged messages to their agent under a lease (`GET /agent/jobs/next`);
+//! - `status_reports.rs`: applying an agent's report of what became of a message;
+//! - `reconcile.rs`: failing messages stuck in `SENDING`, counting what agents hold.
+
+use futures::TryStreamExt;
+use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
+use mongodb::{Collection, Database};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::status::Status;
+
+mod leasing;
+mod outbox;
+mod reconcile;
+mod staging;
+mod status_reports;
+
+pub use leasing::Leased;
+pub use outbox::OutboxRow;
+pub use status_reports::{ReportOutcome, MAX_ERROR_CHARS};
+
+/// One recipient of a request: its text, status, and its outbox, staging and lease state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Message {
+    #[serde(rename = "_id")]
+    pub id: ObjectId,
+    pub request_id: ObjectId,
+    /// The tenant: the API key that sent it, `None` for operator sends.
+    pub api_key_id: Option<ObjectId>,
+    pub client_name: String,
+    pub agent_id: ObjectId,
+    pub template_id: ObjectId,
+    pub to: String,
+    pub text: String,
+    pub status: Status,
+    pub priority_weight: i32,
+    pub segments: i32,
+    pub encoding: String,
+    pub created_at: DateTime,
+    pub updated_at: DateTime,
+    /// Outbox marker: set once RabbitMQ confirmed the message's event.
+    pub published: bool,
+    #[serde(default)]
+    pub published_at: Option<DateTime>,
+    /// Visible to agents only once a dispatcher staged it.
+    pub staged: bool,
+    #[serde(default)]
+    pub staged_at: Option<DateTime>,
+    #[serde(default)]
+    pub lease_id: Option<String>,
+    #[serde(default)]
+    pub lease_expires_at: Option<DateTime>,
+    #[serde(default)]
+    pub leased_at: Option<DateTime>,
+    pub attempts: i32,
+    #[serde(default)]
+    pub sending_at: Option<DateTime>,
+    #[serde(default)]
+    pub sent_at: Option<DateTime>,
+    #[serde(default)]
+    pub delivered_at: Option<DateTime>,
+    #[serde(default)]
+    pub failed_at: Option<DateTime>,
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+/// What a new message is made of; the rest of a [`Message`] starts empty.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub request_id: ObjectId,
+    pub api_key_id: Option<ObjectId>,
+    pub client_name: String,
+    pub agent_id: ObjectId,
+    pub template_id: ObjectId,
+    pub to: String,
+    pub text: String,
+    pub priority_weight: i32,
+    pub created_at: DateTime,
+}
+
+impl Message {
+    /// A `PENDING` message as a request stores it: neither published nor staged, with its
+    /// encoding and segment count taken from its text.
+    pub fn pending(new: NewMessage) -> Self {
+        let (encoding, parts) = crate::domain::segments::count(&new.text);
+        Self {
+            id: ObjectId::new(),
+            request_id: new.request_id,
+            api_key_id: new.api_key_id,
+            client_name: new.client_name,
+            agent_id: new.agent_id,
+            template_id: new.template_id,
+            to: new.to,
+            text: new.text,
+            status: Status::Pending,
+            priority_weight: new.priority_weight,
+            segments: parts as i32,
+            encoding: encoding.as_str().to_owned(),
+            created_at: new.created_at,
+            updated_at: new.created_at,
+            published: false,
+            published_at: None,
+            staged: false,
+            staged_at: None,
+            lease_id: None,
+            lease_expires_at: None,
+            leased_at: None,
+            attempts: 0,
+            sending_at: None,
+            sent_at: None,
+            delivered_at: None,
+            failed_at: None,
+            last_error: None,
+        }
+    }
+
+    /// The same message published and staged at `at`, as a dispatcher leaves it.
+    pub fn staged_at(self, at: DateTime) -> Self {
+        Self {
+            published: true,
+            published_at: Some(at),
+            staged: true,
+            staged_at: Some(at),
+            ..self
+        }
+    }
+}
+
+/// Filters of message listings; the tenant filter is applied by the caller's credential.
+#[derive(Debug, Default, Clone)]
+pub struct MessageFilter {
+    pub tenant: Option<ObjectId>,
+    pub request_id: Option<ObjectId>,
+    pub status: Option<Status>,
+    pub agent_id: Option<ObjectId>,
+    pub to: Option<String>,
+    pub from: Option<DateTime>,
+    pub until: Option<DateTime>,
+}
+
+impl MessageFilter {
+    /// The MongoDB filter of the fields that are set.
+    pub fn to_document(&self) -> Document {
+        let mut f = doc! {};
+        if let Some(t) = self.tenant {
+            f.insert("api_key_id", t);
+        }
+        if let Some(r) = self.request_id {
+            f.insert("request_id", r);
+        }
+        if let Some(s) = self.status {
+            f.insert("status", s.as_str());
+        }
+        if let Some(a) = self.agent_id {
+            f.insert("agent_id", a);
+        }
+        if let Some(to) = &self.to {
+            f.insert("to", to);
+        }
+        let mut created = doc! {};
+        if let Some(t) = self.from {
+            created.insert("$gte", t);
+        }
+        if let Some(t) = self.until {
+            created.insert("$lt", t);
+        }
+        if !created.is_empty() {
+            f.insert("created_at", created);
+        }
+        f
+    }
+}
+
+/// The `sms_messages` collection. Its queries are spread over this module's files, one file per
+/// stage of a message's life.
+#[derive(Clone)]
+pub struct Messages(Collection<Message>);
+
+impl Messages {
+    pub fn new(db: &Database) -> Self {
+        Self(db.collection("sms_messages"))
+    }
+
+    pub fn collection(&self) -> &Collection<Message> {
+        &self.0
+    }
+
+    pub async fn create_indexes(&self) -> mongodb::error::Result<()> {
+        super::ensure_indexes(
+            &self.0,
+            vec![
+                super::index(doc! {"request_id": 1, "_id": 1}, false, "request"),
+                super::index(doc! {"api_key_id": 1, "created_at": -1}, false, "tenant_created"),
+                super::index(doc! {"created_at": 1, "_id": 1}, false, "created_id"),
+                super::index(doc! {"status": 1, "created_at": -1}, false, "status_created"),
+                super::index(doc! {"to": 1, "created_at": -1}, false, "to_created"),
+                super::index(
+                    doc! {"agent_id": 1, "staged": 1, "status": 1, "priority_weight": -1, "created_at": 1},
+                    false,
+                    "lease_queue",
+                ),
+                super::index(doc! {"published": 1, "created_at": 1}, false, "outbox"),
+                super::index(doc! {"staged": 1, "published_at": 1}, false, "unstaged"),
+                super::index(doc! {"status": 1, "sending_at": 1}, false, "sending_timeout"),
+            ],
+        )
+        .await
+    }
+
+    /// Inserts a request's messages in bulk (the driver splits large batches).
+    pub async fn insert_many(&self, messages: &[Message]) -> mongodb::error::Result<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        self.0
+            .insert_many(messages)
+            .ordered(false)
+            .await
+            .map(|_| ())
+    }
+
+    /// Deletes a request's messages (undoing a store that failed half-way).
+    pub async fn delete_request(&self, request_id: ObjectId) -> mongodb::error::Result<()> {
+        self.0
+            .delete_many(doc! {"request_id": request_id})
+            .await
+            .map(|_| ())
+    }
+
+    /// The message with this id, whoever it belongs to.
+    pub async fn find(&self, id: ObjectId) -> mongodb::error::Result<Option<Message>> {
+        self.0.find_one(doc! {"_id": id}).await
+    }
+
+    /// The message if `tenant` may see it (`None`: an operator sees all).
+    pub async fn find_for(
+        &self,
+        id: ObjectId,
+        tenant: Option<ObjectId>,
+    ) -> mongodb::error::Result<Option<Message>> {
+        let mut f = doc! {"_id": id};
+        if let Some(key) = tenant {
+            f.insert("api_key_id", key);
+        }
+        self.0.find_one(f).await
+    }
+
+    /// A page of messages, newest first, with the total matching count.
+    pub async fn list(
+        &self,
+        filter: &MessageFilter,
+        limit: i64,
+        skip: u64,
+    ) -> mongodb::error::Result<(Vec<Message>, u64)> {
+        let f = filter.to_document();
+        let total = self.0.count_documents(f.clone()).await?;
+        let sort = if filter.request_id.is_some() {
+            doc! {"request_id": 1, "_id": 1}
+        } else {
+            doc! {"created_at": -1, "_id": -1}
+        };
+        let items = self
+            .0
+            .find(f)
+            .sort(sort)
+            .skip(skip)
+            .limit(limit)
+            .await?
+            .try_collect()
+            .await?;
+        Ok((items, total))
+    }
+
+    /// How many of a request's messages are in each status.
+    pub async fn status_counts(
+        &self,
+        request_id: ObjectId,
+    ) -> mongodb::error::Result<Vec<(String, i64)>> {
+        let mut cursor = self
+            .0
+            .aggregate(vec![
+                doc! {"$match": {"request_id": request_id}},
+                doc! {"$group": {"_id": "$status", "n": {"$sum": 1}}},
+            ])
+            .await?;
+        let mut out = Vec::new();
+        while let Some(d) = cursor.try_next().await? {
+            let status = d.get_str("_id").unwrap_or_default().to_owned();
+            let n = match d.get("n") {
+                Some(Bson::Int32(n)) => *n as i64,
+                Some(Bson::Int64(n)) => *n,
+                Some(Bson::Double(n)) => *n as i64,
+                _ => 0,
+            };
+            out.push((status, n));
+        }
+        Ok(out)
+    }
+
+    /// Reads many messages at once, keyed by id.
+    pub async fn find_many(
+        &self,
+        ids: &[ObjectId],
+    ) -> mongodb::error::Result<std::collections::HashMap<ObjectId, Message>> {
+        if ids.is_empty() {
+            return Ok(Default::default());
+        }
+        let found: Vec<Message> = self
+            .0
+            .find(doc! {"_id": {"$in": ids}})
+            .await?
+            .try_collect()
+            .await?;
+        Ok(found.into_iter().map(|m| (m.id, m)).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new(text: &str, at: DateTime) -> NewMessage {
+        NewMessage {
+            request_id: ObjectId::new(),
+            api_key_id: None,
+            client_name: "SafeShop".into(),
+            agent_id: ObjectId::new(),
+            template_id: ObjectId::new(),
+            to: "+84901234567".into(),
+            text: text.into(),
+            priority_weight: 70,
+            created_at: at,
+        }
+    }
+
+    #[test]
+    fn a_new_message_is_pending_unpublished_and_counted_from_its_text() {
+        let at = DateTime::from_millis(1_700_000_000_000);
+        let m = Message::pending(new("Mã OTP của bạn là 123456", at));
+        assert_eq!(m.status, Status::Pending);
+        assert_eq!((m.published, m.staged), (false, false));
+        assert_eq!((m.published_at, m.staged_at), (None, None));
+        assert_eq!((m.encoding.as_str(), m.segments), ("UCS-2", 1));
+        assert_eq!((m.created_at, m.updated_at), (at, at));
+        assert_eq!((m.priority_weight, m.attempts), (70, 0));
+
+        let long = "a".repeat(161);
+        let m = Message::pending(new(&long, at));
+        assert_eq!((m.encoding.as_str(), m.segments), ("GSM-7", 2));
+
+        let later = DateTime::from_millis(1_700_000_001_000);
+        let staged = m.clone().staged_at(later);
+        assert_eq!((staged.published, staged.staged), (true, true));
+        assert_eq!(
+            (staged.published_at, staged.staged_at),
+            (Some(later), Some(later))
+        );
+        assert_eq!((staged.id, staged.created_at), (m.id, at));
+    }
+}
