@@ -22,6 +22,7 @@ pub mod quota;
 pub mod reports;
 pub mod requests;
 pub mod settings;
+pub mod stats;
 pub mod templates;
 pub mod users;
 
@@ -39,6 +40,7 @@ pub struct Db {
     pub messages: messages::Messages,
     pub reports: reports::Reports,
     pub dedup: dedup::Dedup,
+    pub stats: stats::Stats,
     pub quota: quota::Quota,
     pub agent_rate: agent_rate::AgentRate,
 }
@@ -71,6 +73,7 @@ impl Db {
             messages: messages::Messages::new(&database),
             reports: reports::Reports::new(&database),
             dedup: dedup::Dedup::new(&database),
+            stats: stats::Stats::new(&database),
             quota: quota::Quota::new(&database),
             agent_rate: agent_rate::AgentRate::new(&database),
             database,
@@ -114,6 +117,7 @@ impl Db {
             .await
             .context("sms_messages indexes")?;
         self.dedup.create_indexes().await.context("dedup indexes")?;
+        self.stats.create_indexes().await.context("stats indexes")?;
         self.quota
             .create_indexes()
             .await
