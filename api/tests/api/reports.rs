@@ -85,6 +85,7 @@ async fn seed(app: &TestApp) -> Fixture {
         delivered, sent, failed, pending, canceled, delivered2, sending, failed2, assigned,
     ];
     app.db.messages.insert_many(&messages).await.unwrap();
+    crate::summary_counters::recount(app).await;
     Fixture {
         agent1,
         agent2,
