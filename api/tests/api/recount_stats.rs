@@ -30,18 +30,22 @@ async fn lose_a_count(app: &TestApp, day: &str) {
     assert!(found.is_some(), "a SENDING message on {day}");
 }
 
+/// `sms-api recount-stats ARGS` against the app's database.
+fn cli(app: &TestApp, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_sms-api"))
+        .env_clear()
+        .envs(app.vars.iter())
+        .arg("recount-stats")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 /// The summary's query of `q`, as the API builds it.
 fn filter_of(q: &Q) -> MessageFilter {
-    let time = |t: &str| {
-        if t.len() == 10 {
-            at(&format!("{t}T00:00:00Z"))
-        } else {
-            at(t)
-        }
-    };
     MessageFilter {
-        from: q.from.map(time),
-        until: q.to.map(time),
+        from: q.from.map(parse_time),
+        until: q.to.map(parse_time),
         agent_id: q.agent,
         tenant: q.key,
         status: q.status,
@@ -111,35 +115,22 @@ async fn a_recount_repairs_lost_and_stale_counts_of_the_days_it_covers() {
     );
 
     // The command line does the same.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sms-api"))
-        .env_clear()
-        .envs(app.vars.iter())
-        .args([
-            "recount-stats",
+    let out = cli(
+        &app,
+        &[
             "--from",
             "2026-11-26",
             "--to",
             "2026-11-26",
-        ])
-        .args(["--settle-ms", "0"])
-        .output()
-        .unwrap();
+            "--settle-ms",
+            "0",
+        ],
+    );
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("report counters rebuilt"));
     assert_summaries_match_messages(&app, &queries(&traffic, &[(None, None)])).await;
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sms-api"))
-        .env_clear()
-        .envs(app.vars.iter())
-        .args([
-            "recount-stats",
-            "--from",
-            "2026-11-26",
-            "--to",
-            "2026-11-25",
-        ])
-        .output()
-        .unwrap();
+    let out = cli(&app, &["--from", "2026-11-26", "--to", "2026-11-25"]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

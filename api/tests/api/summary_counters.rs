@@ -259,7 +259,8 @@ impl Group {
     }
 }
 
-fn parse_time(t: &str) -> DateTime {
+/// A time filter as the API reads it: RFC 3339, or `YYYY-MM-DD` for midnight UTC.
+pub fn parse_time(t: &str) -> DateTime {
     if t.len() == 10 {
         at(&format!("{t}T00:00:00Z"))
     } else {
