@@ -1,11 +1,15 @@
-//! `sms-api` command line: `serve` (the default), `create-indexes`, `seed-admin` and
-//! `issue-token`, and what the one-shot commands do.
+//! `sms-api` command line: `serve` (the default), `create-indexes`, `seed-admin`,
+//! `issue-token` and `recount-stats`, and what the one-shot commands do.
+
+use std::time::Duration;
 
 use anyhow::Context;
+use chrono::NaiveDate;
 use clap::{builder::NonEmptyStringValueParser, Args, Parser, Subcommand};
 use secrecy::ExposeSecret;
 use sms_shared::auth::JwtKeys;
 use sms_shared::config::JwtConfig;
+use sms_shared::db::stats::{Recounted, SETTLE};
 use sms_shared::db::Db;
 
 use crate::config::Config;
@@ -45,6 +49,28 @@ pub enum Command {
     /// The token carries JWT_ISSUER and JWT_AUDIENCE when they are set, as the API's verifier
     /// requires. Only the JWT_* variables are read: no database or broker is needed.
     IssueToken(IssueToken),
+    /// Rebuild the report counters of whole UTC days from the messages, then exit.
+    ///
+    /// Repairs the counts a crash between a message update and its counter update lost, and
+    /// makes counters for messages loaded in bulk. Safe while traffic flows: a counter that a
+    /// status change moves meanwhile is counted again.
+    RecountStats(RecountStats),
+}
+
+/// Options of `sms-api recount-stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct RecountStats {
+    /// The first UTC day to recount [default: the oldest message's day].
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub from: Option<NaiveDate>,
+    /// The last UTC day to recount, inclusive [default: today, or the newest message's day if
+    /// later].
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub to: Option<NaiveDate>,
+    /// Milliseconds to let status changes in flight land between counting and writing; 0 when
+    /// nothing else writes (e.g. right after a bulk load).
+    #[arg(long, value_name = "MS", default_value_t = SETTLE.as_millis() as u64)]
+    pub settle_ms: u64,
 }
 
 /// Options of `sms-api issue-token`.
@@ -93,6 +119,32 @@ pub async fn seed_admin(db: &Db, config: &Config) -> anyhow::Result<bool> {
     Ok(created)
 }
 
+/// Recounts the days `args` name (see [`RecountStats`] for the defaults).
+pub async fn recount_stats(db: &Db, args: &RecountStats) -> anyhow::Result<Recounted> {
+    let today = sms_shared::time::now().date_naive();
+    let days = db.stats.message_days().await?;
+    let to = args
+        .to
+        .unwrap_or_else(|| days.map_or(today, |(_, newest)| newest.max(today)));
+    let from = args
+        .from
+        .unwrap_or_else(|| days.map_or(to, |(oldest, _)| oldest.min(to)));
+    anyhow::ensure!(from <= to, "--from {from} is after --to {to}");
+    let done = db
+        .stats
+        .recount(from, to, Duration::from_millis(args.settle_ms))
+        .await?;
+    tracing::info!(
+        %from, %to,
+        days = done.days,
+        written = done.written,
+        removed = done.removed,
+        retried = done.retried,
+        "report counters rebuilt"
+    );
+    Ok(done)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,6 +173,36 @@ mod tests {
     }
 
     #[test]
+    fn recount_stats_takes_optional_days() {
+        let day = |s: &str| Some(s.parse::<NaiveDate>().unwrap());
+        assert_eq!(
+            parse(&["recount-stats"]).unwrap(),
+            Command::RecountStats(RecountStats {
+                from: None,
+                to: None,
+                settle_ms: 2000
+            })
+        );
+        assert_eq!(
+            parse(&[
+                "recount-stats",
+                "--from",
+                "2026-11-25",
+                "--to",
+                "2026-11-30",
+                "--settle-ms",
+                "0"
+            ])
+            .unwrap(),
+            Command::RecountStats(RecountStats {
+                from: day("2026-11-25"),
+                to: day("2026-11-30"),
+                settle_ms: 0
+            })
+        );
+    }
+
+    #[test]
     fn unknown_commands_and_bad_options_are_usage_errors() {
         for args in [
             &["migrate"][..],
@@ -129,6 +211,9 @@ mod tests {
             &["issue-token", "--sub", "ops", "--minutes", "0"],
             &["issue-token", "--sub", "ops", "--minutes", "many"],
             &["serve", "--port", "1"],
+            &["recount-stats", "--from", "yesterday"],
+            &["recount-stats", "--to", "2026-11-31"],
+            &["recount-stats", "--settle-ms", "-1"],
         ] {
             let err = parse(args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
@@ -138,7 +223,13 @@ mod tests {
     #[test]
     fn help_lists_every_command() {
         let help = parse(&["--help"]).unwrap_err().to_string();
-        for command in ["serve", "create-indexes", "seed-admin", "issue-token"] {
+        for command in [
+            "serve",
+            "create-indexes",
+            "seed-admin",
+            "issue-token",
+            "recount-stats",
+        ] {
             assert!(help.contains(command), "{command} in {help}");
         }
     }

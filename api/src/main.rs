@@ -35,6 +35,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             .await
             .map(|_| ()),
         Command::IssueToken(args) => print_token(&state.config.jwt, &args),
+        Command::RecountStats(args) => commands::recount_stats(&state.db, &args).await.map(|_| ()),
         Command::Serve => {
             if state.config.seed.enabled {
                 commands::create_indexes(&state.db).await?;

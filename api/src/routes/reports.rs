@@ -1,4 +1,5 @@
-//! `/reports`: the operators' summary of message traffic and the CSV export of messages.
+//! `/reports`: the operators' summary of message traffic (read from the counters) and the CSV
+//! export of messages (streamed from `sms_messages`).
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -192,6 +193,12 @@ impl From<ApiKeyCounts> for ApiKeyView {
 }
 
 /// Totals of the matching messages by status, by day, by agent and by API key.
+///
+/// Messages created in `[from, to)` are counted in their current status. The figures come from
+/// counters that every status change moves (per UTC day, hour, agent and API key), and from the
+/// messages themselves only for the minutes of a `from` or `to` that is not on a whole hour, so
+/// the answer costs the same however many messages are stored. `by_agent` lists the messages an
+/// agent holds; messages no agent holds yet count in the totals, days and API keys only.
 #[utoipa::path(
     get,
     path = "/reports/summary",
@@ -211,7 +218,7 @@ async fn get_summary(
     Query(query): Query<ReportQuery>,
 ) -> ApiResult<Json<SummaryView>> {
     let (filter, filters) = query.resolve()?;
-    let summary = state.db.reports.summary(&filter).await?;
+    let summary = state.db.stats.summary(&filter).await?;
     Ok(Json(SummaryView {
         filters,
         total: summary.counts.total,

@@ -1,46 +1,13 @@
 use mongodb::bson::{oid::ObjectId, DateTime};
 use reqwest::{header, Method, StatusCode};
 use serde_json::{json, Value};
-use sms_shared::db::messages::{Message, NewMessage};
+use sms_shared::db::messages::Message;
 use sms_shared::domain::status::Status;
 
 use crate::helpers::*;
+use crate::summary_counters::{at, message, CLINIC};
 
 const HEADER: &str = "message_id,request_id,client_name,agent_id,to,status,segments,created_at,sent_at,delivered_at,last_error";
-
-fn at(rfc3339: &str) -> DateTime {
-    DateTime::from_millis(
-        chrono::DateTime::parse_from_rfc3339(rfc3339)
-            .unwrap()
-            .timestamp_millis(),
-    )
-}
-
-fn message(
-    created_at: &str,
-    agent_id: ObjectId,
-    key: Option<(ObjectId, &str)>,
-    status: Status,
-    segments: i32,
-) -> Message {
-    let created_at = at(created_at);
-    Message {
-        status,
-        segments,
-        ..Message::pending(NewMessage {
-            request_id: ObjectId::new(),
-            api_key_id: key.map(|(id, _)| id),
-            client_name: key.map_or("operator", |(_, name)| name).to_owned(),
-            agent_id,
-            template_id: ObjectId::new(),
-            to: "+84901234567".to_owned(),
-            text: "Mã OTP của bạn là 123456".to_owned(),
-            priority_weight: 50,
-            created_at,
-        })
-        .staged_at(created_at)
-    }
-}
 
 /// Nine messages over two UTC days, two agents, two API keys and operator sends, in every
 /// status (listed in creation order).
@@ -52,7 +19,6 @@ struct Fixture {
     messages: Vec<Message>,
 }
 
-const CLINIC: &str = "Phòng khám Hà Nội";
 const FAILURE: &str = "carrier said: \"no route\", retry later\nline 2";
 
 async fn seed(app: &TestApp) -> Fixture {
@@ -64,27 +30,64 @@ async fn seed(app: &TestApp) -> Fixture {
     );
     let shop = Some((key1, "SafeShop"));
     let clinic = Some((key2, CLINIC));
-    let mut delivered = message("2026-11-25T08:00:00Z", agent1, shop, Status::Delivered, 1);
+    let mut delivered = message(
+        at("2026-11-25T08:00:00Z"),
+        agent1,
+        shop,
+        Status::Delivered,
+        1,
+    );
     delivered.sent_at = Some(at("2026-11-25T08:00:05Z"));
     delivered.delivered_at = Some(at("2026-11-25T08:00:09.250Z"));
-    let mut sent = message("2026-11-25T09:00:00Z", agent1, shop, Status::Sent, 2);
+    let mut sent = message(at("2026-11-25T09:00:00Z"), agent1, shop, Status::Sent, 2);
     sent.sent_at = Some(at("2026-11-25T09:01:00Z"));
-    let mut failed = message("2026-11-25T10:00:00Z", agent2, clinic, Status::Failed, 1);
+    let mut failed = message(
+        at("2026-11-25T10:00:00Z"),
+        agent2,
+        clinic,
+        Status::Failed,
+        1,
+    );
     failed.last_error = Some(FAILURE.to_owned());
-    let pending = message("2026-11-25T23:59:59.999Z", agent2, None, Status::Pending, 3);
-    let mut canceled = message("2026-11-26T00:00:00Z", agent1, clinic, Status::Canceled, 1);
+    let pending = message(
+        at("2026-11-25T23:59:59.999Z"),
+        agent2,
+        None,
+        Status::Pending,
+        3,
+    );
+    let mut canceled = message(
+        at("2026-11-26T00:00:00Z"),
+        agent1,
+        clinic,
+        Status::Canceled,
+        1,
+    );
     canceled.last_error = Some("DUPLICATE_RECENT".to_owned());
-    let mut delivered2 = message("2026-11-26T07:00:00Z", agent2, shop, Status::Delivered, 2);
+    let mut delivered2 = message(
+        at("2026-11-26T07:00:00Z"),
+        agent2,
+        shop,
+        Status::Delivered,
+        2,
+    );
     delivered2.sent_at = Some(at("2026-11-26T07:00:01Z"));
     delivered2.delivered_at = Some(at("2026-11-26T07:00:02Z"));
-    let sending = message("2026-11-26T12:00:00Z", agent1, shop, Status::Sending, 1);
-    let mut failed2 = message("2026-11-26T13:00:00Z", agent1, None, Status::Failed, 1);
+    let sending = message(at("2026-11-26T12:00:00Z"), agent1, shop, Status::Sending, 1);
+    let mut failed2 = message(at("2026-11-26T13:00:00Z"), agent1, None, Status::Failed, 1);
     failed2.last_error = Some("Mã OTP của bạn không gửi được, thử lại".to_owned());
-    let assigned = message("2026-11-26T14:00:00Z", agent2, clinic, Status::Assigned, 1);
+    let assigned = message(
+        at("2026-11-26T14:00:00Z"),
+        agent2,
+        clinic,
+        Status::Assigned,
+        1,
+    );
     let messages = vec![
         delivered, sent, failed, pending, canceled, delivered2, sending, failed2, assigned,
     ];
     app.db.messages.insert_many(&messages).await.unwrap();
+    crate::summary_counters::recount(app).await;
     Fixture {
         agent1,
         agent2,
@@ -407,7 +410,7 @@ async fn large_exports_arrive_complete_and_in_order() {
     let messages: Vec<Message> = (0..1203)
         .map(|i| {
             let mut m = message(
-                &format!("2026-11-25T08:{:02}:00Z", i % 60),
+                at(&format!("2026-11-25T08:{:02}:00Z", i % 60)),
                 agent,
                 key,
                 Status::Sent,

@@ -1,9 +1,8 @@
-//! Reports over `sms_messages`: the operators' summary (one aggregation) and the CSV export's
-//! cursor. Both select messages by `created_at` with the same [`MessageFilter`].
+//! Reports on message traffic: what the operators' summary is made of (counted from the
+//! counters, see `stats/summary.rs`) and the CSV export's cursor over `sms_messages`. Both select
+//! messages by `created_at` with the same [`MessageFilter`].
 
-use std::collections::{BTreeMap, HashMap};
-
-use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
+use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
 use mongodb::{Collection, Cursor, Database};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
@@ -27,6 +26,11 @@ impl StatusCounts {
 
     pub fn total(&self) -> i64 {
         self.0.iter().sum()
+    }
+
+    /// Whether every status counts zero.
+    pub fn is_zero(&self) -> bool {
+        self.0.iter().all(|n| *n == 0)
     }
 
     fn slot(status: Status) -> usize {
@@ -83,7 +87,8 @@ pub struct Counts {
 }
 
 impl Counts {
-    fn add(&mut self, status: Status, n: i64, segments: i64) {
+    /// Adds `n` messages in `status` holding `segments` segments.
+    pub fn add(&mut self, status: Status, n: i64, segments: i64) {
         self.total += n;
         self.segments += segments;
         self.by_status.add(status, n);
@@ -144,92 +149,6 @@ impl Reports {
         Self(db.collection("sms_messages"))
     }
 
-    /// Counts by status, UTC day, agent and API key in one `$facet` aggregation. Each facet
-    /// groups by (key, status), so the result stays small however many messages match.
-    pub async fn summary(&self, filter: &MessageFilter) -> mongodb::error::Result<Summary> {
-        let count = doc! {"n": {"$sum": 1}, "segments": {"$sum": "$segments"}};
-        let mut by_day = doc! {"_id": {
-            "day": {"$dateToString": {"format": "%Y-%m-%d", "date": "$created_at", "timezone": "UTC"}},
-            "status": "$status",
-        }};
-        by_day.extend(count.clone());
-        let mut by_agent = doc! {"_id": {"agent_id": "$agent_id", "status": "$status"}};
-        by_agent.extend(count.clone());
-        let mut by_api_key = doc! {
-            "_id": {"api_key_id": "$api_key_id", "status": "$status"},
-            // A key's name is copied onto each of its messages, so they agree; operator sends
-            // (no key) show one of their names.
-            "client_name": {"$max": "$client_name"},
-        };
-        by_api_key.extend(count);
-        let pipeline = vec![
-            doc! {"$match": filter.to_document()},
-            doc! {"$facet": {
-                "by_day": [{"$group": by_day}],
-                "by_agent": [{"$group": by_agent}],
-                "by_api_key": [{"$group": by_api_key}],
-            }},
-        ];
-        let mut cursor = self.0.aggregate(pipeline).await?;
-        let facets = if cursor.advance().await? {
-            cursor.deserialize_current()?
-        } else {
-            Document::new()
-        };
-
-        let mut summary = Summary::default();
-        let mut days: BTreeMap<String, Counts> = BTreeMap::new();
-        for group in groups(&facets, "by_day") {
-            let Some((key, status, n, segments)) = group_counts(&group) else {
-                continue;
-            };
-            let day = key.get_str("day").unwrap_or_default().to_owned();
-            summary.counts.add(status, n, segments);
-            days.entry(day).or_default().add(status, n, segments);
-        }
-        summary.by_day = days.into_iter().collect();
-
-        let mut agents: HashMap<ObjectId, Counts> = HashMap::new();
-        for group in groups(&facets, "by_agent") {
-            let Some((key, status, n, segments)) = group_counts(&group) else {
-                continue;
-            };
-            if let Ok(agent) = key.get_object_id("agent_id") {
-                agents.entry(agent).or_default().add(status, n, segments);
-            }
-        }
-        summary.by_agent = agents.into_iter().collect();
-        summary
-            .by_agent
-            .sort_by(|(a, ca), (b, cb)| cb.total.cmp(&ca.total).then(a.cmp(b)));
-
-        let mut keys: HashMap<Option<ObjectId>, ApiKeyCounts> = HashMap::new();
-        for group in groups(&facets, "by_api_key") {
-            let Some((key, status, n, segments)) = group_counts(&group) else {
-                continue;
-            };
-            let api_key_id = key.get_object_id("api_key_id").ok();
-            let client_name = group.get_str("client_name").unwrap_or_default();
-            let entry = keys.entry(api_key_id).or_insert_with(|| ApiKeyCounts {
-                api_key_id,
-                client_name: String::new(),
-                counts: Counts::default(),
-            });
-            if client_name > entry.client_name.as_str() {
-                entry.client_name = client_name.to_owned();
-            }
-            entry.counts.add(status, n, segments);
-        }
-        summary.by_api_key = keys.into_values().collect();
-        summary.by_api_key.sort_by(|a, b| {
-            b.counts
-                .total
-                .cmp(&a.counts.total)
-                .then(a.api_key_id.cmp(&b.api_key_id))
-        });
-        Ok(summary)
-    }
-
     /// The matching messages, oldest first, fetched [`EXPORT_BATCH`] at a time with only the
     /// exported fields.
     pub async fn export(
@@ -251,36 +170,6 @@ impl Reports {
     }
 }
 
-/// The `$group` results of one facet.
-fn groups(facets: &Document, name: &str) -> Vec<Document> {
-    facets
-        .get_array(name)
-        .map(|a| a.iter().filter_map(|g| g.as_document().cloned()).collect())
-        .unwrap_or_default()
-}
-
-/// A group's key, status, message count and segment count; `None` for a status this service
-/// does not know.
-fn group_counts(group: &Document) -> Option<(&Document, Status, i64, i64)> {
-    let key = group.get_document("_id").ok()?;
-    let status = Status::parse(key.get_str("status").ok()?)?;
-    Some((
-        key,
-        status,
-        as_i64(group.get("n")),
-        as_i64(group.get("segments")),
-    ))
-}
-
-fn as_i64(value: Option<&Bson>) -> i64 {
-    match value {
-        Some(Bson::Int32(n)) => i64::from(*n),
-        Some(Bson::Int64(n)) => *n,
-        Some(Bson::Double(n)) => *n as i64,
-        _ => 0,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,19 +182,11 @@ mod tests {
         c.add(Status::Sent, 3);
         assert_eq!(c.get(Status::Sent), 5);
         assert_eq!(c.total(), 6);
+        assert!(!c.is_zero());
+        assert!(StatusCounts::default().is_zero());
         assert_eq!(
             serde_json::to_string(&c).unwrap(),
             r#"{"PENDING":0,"ASSIGNED":0,"SENDING":0,"SENT":5,"DELIVERED":0,"FAILED":1,"CANCELED":0}"#
         );
-    }
-
-    #[test]
-    fn groups_with_unknown_statuses_are_skipped() {
-        let known =
-            doc! {"_id": {"status": "SENT", "day": "2026-11-25"}, "n": 3_i64, "segments": 4};
-        let (key, status, n, segments) = group_counts(&known).unwrap();
-        assert_eq!(key.get_str("day").unwrap(), "2026-11-25");
-        assert_eq!((status, n, segments), (Status::Sent, 3, 4));
-        assert!(group_counts(&doc! {"_id": {"status": "LOST"}, "n": 1}).is_none());
     }
 }

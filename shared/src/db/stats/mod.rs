@@ -7,14 +7,26 @@
 //! [`Stats::apply`] groups a batch of [`Transition`]s by counter document and issues one atomic
 //! `$inc` upsert per document. A transition is applied only by the writer whose conditional update
 //! of the message changed it, so a repeated report or a redelivered event counts nothing twice.
+//!
+//! Every `$inc` also bumps the document's version `v`, so a recount (`recount.rs`, rebuilding
+//! whole days from `sms_messages`) replaces a document only if no transition moved it meanwhile.
+//! `summary.rs` reads the counters for `GET /reports/summary`.
 
 use std::collections::BTreeMap;
 
 use chrono::{DurationRound, TimeDelta};
-use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
+use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
 use mongodb::{Collection, Database};
 
 use crate::domain::status::Status;
+
+mod plan;
+mod recount;
+mod summary;
+
+pub use plan::{plan, Piece};
+pub use recount::{Recounted, SETTLE};
+pub use summary::{queries, SummaryQuery};
 
 /// What the counters need to know about a message that changes status.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +52,7 @@ pub struct Transition {
 }
 
 /// Counter granularity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Bucket {
     Day,
     Hour,
@@ -76,6 +88,15 @@ struct Key {
 }
 
 impl Key {
+    /// The fields naming the document, as `$setOnInsert` and a recount write them.
+    fn fields(&self) -> Document {
+        doc! {
+            self.bucket.field(): DateTime::from_millis(self.start),
+            "agent_id": self.agent_id,
+            "api_key_id": self.api_key_id,
+        }
+    }
+
     fn id(&self) -> String {
         let hex = |id: Option<ObjectId>| id.map_or_else(|| "-".to_owned(), |i| i.to_hex());
         format!(
@@ -143,18 +164,32 @@ fn deltas(transitions: &[Transition]) -> BTreeMap<Key, Delta> {
     out
 }
 
-/// The counter collections.
+/// A count as stored: `$inc` keeps integers, but be lenient with what another writer left.
+fn as_i64(value: Option<&Bson>) -> i64 {
+    match value {
+        Some(Bson::Int32(n)) => i64::from(*n),
+        Some(Bson::Int64(n)) => *n,
+        Some(Bson::Double(n)) => *n as i64,
+        _ => 0,
+    }
+}
+
+/// The counter collections, and the messages they count (read by recounts and by summaries
+/// for the edges of their range).
 #[derive(Clone)]
 pub struct Stats {
     daily: Collection<Document>,
     hourly: Collection<Document>,
+    messages: Collection<Document>,
 }
 
 impl Stats {
+    /// The handles of `stats_daily`, `stats_hourly` and `sms_messages`.
     pub fn new(db: &Database) -> Self {
         Self {
             daily: db.collection("stats_daily"),
             hourly: db.collection("stats_hourly"),
+            messages: db.collection("sms_messages"),
         }
     }
 
@@ -166,6 +201,8 @@ impl Stats {
         }
     }
 
+    /// Indexes on the bucket's start, alone and after the agent or the API key: every summary
+    /// and recount query leads with one of them.
     pub async fn create_indexes(&self) -> mongodb::error::Result<()> {
         for bucket in [Bucket::Day, Bucket::Hour] {
             let field = bucket.field();
@@ -191,22 +228,20 @@ impl Stats {
         futures::future::try_join_all(updates).await.map(|_| ())
     }
 
-    /// One counter document's `$inc`, creating it when missing. Two first writers of a document
-    /// race on its `_id`; the loser's duplicate-key error means it exists now, so it retries.
+    /// One counter document's `$inc` (and its version's), creating it when missing. Two first
+    /// writers of a document race on its `_id`; the loser's duplicate-key error means it exists
+    /// now, so it retries.
     async fn increment(
         &self,
         key: Key,
         client_name: String,
-        inc: Document,
+        mut inc: Document,
     ) -> mongodb::error::Result<()> {
+        inc.insert("v", 1_i64);
         let update = doc! {
             "$inc": inc,
             "$max": {"client_name": client_name},
-            "$setOnInsert": {
-                key.bucket.field(): DateTime::from_millis(key.start),
-                "agent_id": key.agent_id,
-                "api_key_id": key.api_key_id,
-            },
+            "$setOnInsert": key.fields(),
         };
         let filter = doc! {"_id": key.id()};
         let collection = self.collection(key.bucket);
@@ -239,7 +274,7 @@ mod tests {
 
     #[test]
     fn buckets_start_at_utc_midnight_and_the_hour() {
-        // 2026-11-25T13:45:10.500Z
+        // 2026-11-30T13:45:10.500Z
         let t = DateTime::from_millis(1_796_046_310_500);
         assert_eq!(Bucket::Day.start(t).timestamp_millis(), 1_795_996_800_000);
         assert_eq!(Bucket::Hour.start(t).timestamp_millis(), 1_796_043_600_000);
