@@ -28,6 +28,9 @@ pub enum ApiError {
     BadRequest(&'static str, String),
     #[error("authentication credentials were not provided or are invalid")]
     Unauthorized,
+    /// A 401 with a code of its own, for credentials a route needs beyond the usual ones.
+    #[error("{1}")]
+    UnauthorizedWith(&'static str, String),
     #[error("{0}")]
     Forbidden(String),
     #[error("not found")]
@@ -79,7 +82,7 @@ impl ApiError {
     pub fn status_code(&self) -> StatusCode {
         match self {
             ApiError::Validation { .. } | ApiError::BadRequest(..) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::UnauthorizedWith(..) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(..) => StatusCode::CONFLICT,
@@ -93,7 +96,9 @@ impl ApiError {
     fn code(&self) -> &'static str {
         match self {
             ApiError::Validation { .. } => "VALIDATION_ERROR",
-            ApiError::BadRequest(code, _) | ApiError::Conflict(code, _) => code,
+            ApiError::BadRequest(code, _)
+            | ApiError::Conflict(code, _)
+            | ApiError::UnauthorizedWith(code, _) => code,
             ApiError::Unauthorized => "UNAUTHORIZED",
             ApiError::Forbidden(_) => "FORBIDDEN",
             ApiError::NotFound => "NOT_FOUND",
@@ -146,7 +151,7 @@ impl IntoResponse for ApiError {
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
-            ApiError::Unauthorized => {
+            ApiError::Unauthorized | ApiError::UnauthorizedWith(..) => {
                 response
                     .headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -2,6 +2,7 @@
 //! (`TEST_MONGO_URI`) and the machine's RabbitMQ (`TEST_AMQP_URL`). Run through `scripts/test.sh`.
 
 mod agent_jobs;
+mod agent_register;
 mod agent_status_reports;
 mod agents;
 mod api_keys;
