@@ -41,6 +41,13 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("daily quota exceeded")]
     QuotaExceeded { retry_after: i64, detail: String },
+    /// A 429 with a code of its own (e.g. `LOGIN_THROTTLED`) and `Retry-After`.
+    #[error("{detail}")]
+    Throttled {
+        code: &'static str,
+        retry_after: i64,
+        detail: String,
+    },
     #[error("{0} is unavailable")]
     Unavailable(String),
     #[error("internal error")]
@@ -87,7 +94,9 @@ impl ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(..) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::QuotaExceeded { .. } | ApiError::Throttled { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -98,7 +107,8 @@ impl ApiError {
             ApiError::Validation { .. } => "VALIDATION_ERROR",
             ApiError::BadRequest(code, _)
             | ApiError::Conflict(code, _)
-            | ApiError::UnauthorizedWith(code, _) => code,
+            | ApiError::UnauthorizedWith(code, _)
+            | ApiError::Throttled { code, .. } => code,
             ApiError::Unauthorized => "UNAUTHORIZED",
             ApiError::Forbidden(_) => "FORBIDDEN",
             ApiError::NotFound => "NOT_FOUND",
@@ -146,7 +156,8 @@ impl IntoResponse for ApiError {
         };
         let mut response = (status, axum::Json(body)).into_response();
         match &self {
-            ApiError::QuotaExceeded { retry_after, .. } => {
+            ApiError::QuotaExceeded { retry_after, .. }
+            | ApiError::Throttled { retry_after, .. } => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));

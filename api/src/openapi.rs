@@ -199,6 +199,17 @@ const TOO_MANY_REQUESTS: ErrorResponse = ErrorResponse {
         true,
     )),
 };
+const LOGIN_THROTTLED: ErrorResponse = ErrorResponse {
+    name: "LoginThrottled",
+    status: "429",
+    description: "Too many failed logins for this username or from this address in the window, \
+or too many logins being checked at once (`LOGIN_THROTTLED`); the password was not checked.",
+    header: Some((
+        "Retry-After",
+        "Seconds until a login may be tried again.",
+        true,
+    )),
+};
 const INTERNAL_ERROR: ErrorResponse = ErrorResponse {
     name: "InternalError",
     status: "500",
@@ -213,7 +224,7 @@ const SERVICE_UNAVAILABLE: ErrorResponse = ErrorResponse {
 };
 
 /// Every error response, as registered under `components.responses`.
-const ERRORS: [&ErrorResponse; 10] = [
+const ERRORS: [&ErrorResponse; 11] = [
     &BAD_REQUEST,
     &UNAUTHORIZED,
     &REGISTRATION_UNAUTHORIZED,
@@ -222,6 +233,7 @@ const ERRORS: [&ErrorResponse; 10] = [
     &CONFLICT,
     &PAYLOAD_TOO_LARGE,
     &TOO_MANY_REQUESTS,
+    &LOGIN_THROTTLED,
     &INTERNAL_ERROR,
     &SERVICE_UNAVAILABLE,
 ];
@@ -251,6 +263,8 @@ response_set! {
     AuthError => [UNAUTHORIZED];
     /// 401 of `POST /agent/register`: no secret, or no proof for a known device.
     RegistrationAuthError => [REGISTRATION_UNAUTHORIZED];
+    /// 429 of `POST /auth/login`.
+    LoginThrottleError => [LOGIN_THROTTLED];
     /// 403 of a route whose API keys need a scope.
     ScopeError => [FORBIDDEN];
     /// 404 of a route with an id in its path.

@@ -10,6 +10,7 @@ mod auth;
 mod deploy;
 mod health;
 mod helpers;
+mod login;
 mod messages;
 mod openapi;
 mod outbox;
