@@ -34,6 +34,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         metrics,
         tasks: TaskTracker::new(),
         client_writes: Default::default(),
+        hash_gate: crate::login_guard::HashGate::per_core(),
         config,
     }))
 }

@@ -1,6 +1,7 @@
 //! Credentials as extractors: [`Operator`] (JWT), [`ApiClient`] (API key), [`Caller`]
 //! (either), and [`AgentAuth`] (agent token). Unknown, revoked and malformed credentials all
-//! get the same 401.
+//! get the same 401. [`BearerProof`] takes whichever bearer credential is offered without
+//! requiring one, and [`ClientAddr`] is the client's address.
 
 use std::net::SocketAddr;
 
@@ -203,5 +204,58 @@ impl FromRequestParts<AppState> for AgentAuth {
             }
             _ => Err(ApiError::Unauthorized),
         }
+    }
+}
+
+/// The client's address as [`client_ip`] tells it, for audit entries and login throttling.
+#[derive(Debug, Clone)]
+pub struct ClientAddr(pub Option<String>);
+
+impl FromRequestParts<AppState> for ClientAddr {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Ok(ClientAddr(client_ip(
+            parts,
+            state.config.http.trust_forwarded,
+        )))
+    }
+}
+
+/// Whatever an optional `Authorization: Bearer` header proves, on routes open to anyone where
+/// a credential grants more (`POST /agent/register`). Never rejects: a missing, malformed,
+/// unknown or expired credential proves nothing.
+#[derive(Debug, Clone)]
+pub enum BearerProof {
+    Nothing,
+    /// An agent's current token, whether or not the agent is active (the route decides).
+    Agent(Agent),
+    /// A valid operator JWT.
+    Operator(Operator),
+}
+
+impl FromRequestParts<AppState> for BearerProof {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Some(plain) = bearer(&parts.headers) else {
+            return Ok(BearerProof::Nothing);
+        };
+        if token::well_formed(plain, token::AGENT_TOKEN_PREFIX) {
+            let digest = token::digest(plain);
+            return Ok(match state.db.agents.find_by_token_hash(&digest).await? {
+                Some(agent) if token::digests_equal(&agent.token_hash, &digest) => {
+                    BearerProof::Agent(agent)
+                }
+                _ => BearerProof::Nothing,
+            });
+        }
+        Ok(match state.jwt.verify(plain) {
+            Some(claims) => BearerProof::Operator(Operator {
+                name: claims.operator_name(),
+                ip: client_ip(parts, state.config.http.trust_forwarded),
+            }),
+            None => BearerProof::Nothing,
+        })
     }
 }

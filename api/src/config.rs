@@ -26,6 +26,8 @@ pub struct Config {
     /// How often the reconciler fails timed-out `SENDING` messages and refreshes gauges.
     pub reconcile_interval: Duration,
     pub log_format: LogFormat,
+    /// `LOGIN_*`: failed-login limits.
+    pub login: crate::login_guard::LoginLimits,
 }
 
 /// HTTP serving, host checks and proxy trust.
@@ -89,6 +91,7 @@ impl Config {
                 3_600_000,
             )?),
             log_format: LogFormat::from_env(env)?,
+            login: crate::login_guard::LoginLimits::from_env(env)?,
         })
     }
 }

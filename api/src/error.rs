@@ -28,6 +28,9 @@ pub enum ApiError {
     BadRequest(&'static str, String),
     #[error("authentication credentials were not provided or are invalid")]
     Unauthorized,
+    /// A 401 with a code of its own, for credentials a route needs beyond the usual ones.
+    #[error("{1}")]
+    UnauthorizedWith(&'static str, String),
     #[error("{0}")]
     Forbidden(String),
     #[error("not found")]
@@ -38,6 +41,13 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("daily quota exceeded")]
     QuotaExceeded { retry_after: i64, detail: String },
+    /// A 429 with a code of its own (e.g. `LOGIN_THROTTLED`) and `Retry-After`.
+    #[error("{detail}")]
+    Throttled {
+        code: &'static str,
+        retry_after: i64,
+        detail: String,
+    },
     #[error("{0} is unavailable")]
     Unavailable(String),
     #[error("internal error")]
@@ -79,12 +89,14 @@ impl ApiError {
     pub fn status_code(&self) -> StatusCode {
         match self {
             ApiError::Validation { .. } | ApiError::BadRequest(..) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::UnauthorizedWith(..) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(..) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::QuotaExceeded { .. } | ApiError::Throttled { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -93,7 +105,10 @@ impl ApiError {
     fn code(&self) -> &'static str {
         match self {
             ApiError::Validation { .. } => "VALIDATION_ERROR",
-            ApiError::BadRequest(code, _) | ApiError::Conflict(code, _) => code,
+            ApiError::BadRequest(code, _)
+            | ApiError::Conflict(code, _)
+            | ApiError::UnauthorizedWith(code, _)
+            | ApiError::Throttled { code, .. } => code,
             ApiError::Unauthorized => "UNAUTHORIZED",
             ApiError::Forbidden(_) => "FORBIDDEN",
             ApiError::NotFound => "NOT_FOUND",
@@ -141,12 +156,13 @@ impl IntoResponse for ApiError {
         };
         let mut response = (status, axum::Json(body)).into_response();
         match &self {
-            ApiError::QuotaExceeded { retry_after, .. } => {
+            ApiError::QuotaExceeded { retry_after, .. }
+            | ApiError::Throttled { retry_after, .. } => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
-            ApiError::Unauthorized => {
+            ApiError::Unauthorized | ApiError::UnauthorizedWith(..) => {
                 response
                     .headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

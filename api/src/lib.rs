@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 mod fault;
+pub mod login_guard;
 pub mod middleware;
 pub mod openapi;
 pub mod routes;

@@ -152,6 +152,16 @@ const UNAUTHORIZED: ErrorResponse = ErrorResponse {
     description: "No credentials, or unknown, revoked, expired or malformed ones (`UNAUTHORIZED`).",
     header: Some(("WWW-Authenticate", "`Bearer`", false)),
 };
+const REGISTRATION_UNAUTHORIZED: ErrorResponse = ErrorResponse {
+    name: "RegistrationUnauthorized",
+    status: "401",
+    description: "`UNAUTHORIZED`: a registration secret is configured and neither it nor an \
+operator JWT was sent (the same answer whether the device is known or not). \
+`AGENT_PROOF_REQUIRED`: the device is already registered and the request proves no right to its \
+token (its current agent token, the registration secret when one is configured, or an operator \
+JWT); nothing was changed.",
+    header: Some(("WWW-Authenticate", "`Bearer`", false)),
+};
 const FORBIDDEN: ErrorResponse = ErrorResponse {
     name: "Forbidden",
     status: "403",
@@ -167,8 +177,9 @@ const NOT_FOUND: ErrorResponse = ErrorResponse {
 const CONFLICT: ErrorResponse = ErrorResponse {
     name: "Conflict",
     status: "409",
-    description:
-        "The change conflicts with the current state (`TEMPLATE_NAME_TAKEN`, `TEMPLATE_IN_USE`).",
+    description: "The change conflicts with the current state (`TEMPLATE_NAME_TAKEN`, \
+`TEMPLATE_IN_USE`, `ROTATION_CONFLICT`: the agent's token changed while the request was handled, \
+nothing was changed).",
     header: None,
 };
 const PAYLOAD_TOO_LARGE: ErrorResponse = ErrorResponse {
@@ -188,6 +199,17 @@ const TOO_MANY_REQUESTS: ErrorResponse = ErrorResponse {
         true,
     )),
 };
+const LOGIN_THROTTLED: ErrorResponse = ErrorResponse {
+    name: "LoginThrottled",
+    status: "429",
+    description: "Too many failed logins for this username or from this address in the window, \
+or too many logins being checked at once (`LOGIN_THROTTLED`); the password was not checked.",
+    header: Some((
+        "Retry-After",
+        "Seconds until a login may be tried again.",
+        true,
+    )),
+};
 const INTERNAL_ERROR: ErrorResponse = ErrorResponse {
     name: "InternalError",
     status: "500",
@@ -202,14 +224,16 @@ const SERVICE_UNAVAILABLE: ErrorResponse = ErrorResponse {
 };
 
 /// Every error response, as registered under `components.responses`.
-const ERRORS: [&ErrorResponse; 9] = [
+const ERRORS: [&ErrorResponse; 11] = [
     &BAD_REQUEST,
     &UNAUTHORIZED,
+    &REGISTRATION_UNAUTHORIZED,
     &FORBIDDEN,
     &NOT_FOUND,
     &CONFLICT,
     &PAYLOAD_TOO_LARGE,
     &TOO_MANY_REQUESTS,
+    &LOGIN_THROTTLED,
     &INTERNAL_ERROR,
     &SERVICE_UNAVAILABLE,
 ];
@@ -237,6 +261,10 @@ response_set! {
     InternalError => [INTERNAL_ERROR];
     /// 401 of an authenticated route.
     AuthError => [UNAUTHORIZED];
+    /// 401 of `POST /agent/register`: no secret, or no proof for a known device.
+    RegistrationAuthError => [REGISTRATION_UNAUTHORIZED];
+    /// 429 of `POST /auth/login`.
+    LoginThrottleError => [LOGIN_THROTTLED];
     /// 403 of a route whose API keys need a scope.
     ScopeError => [FORBIDDEN];
     /// 404 of a route with an id in its path.

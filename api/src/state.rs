@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::background::outbox::ClientWrites;
 use crate::config::Config;
+use crate::login_guard::HashGate;
 
 pub struct App {
     pub config: Config,
@@ -22,6 +23,8 @@ pub struct App {
     pub tasks: TaskTracker,
     /// Request inserts in flight, which outbox publishes and marks let pass first.
     pub client_writes: ClientWrites,
+    /// Password checks, at most one per core at a time.
+    pub hash_gate: HashGate,
 }
 
 #[derive(Clone)]

@@ -137,7 +137,13 @@ async fn env_secret_applies_until_the_database_overrides_it() {
     let actions: Vec<&str> = logs.iter().map(|l| l.action.as_str()).collect();
     assert_eq!(
         actions,
-        ["registration_secret.disable", "registration_secret.set"]
+        [
+            "agent.register",
+            "registration_secret.disable",
+            "agent.register",
+            "registration_secret.set",
+            "agent.register"
+        ]
     );
 }
 
@@ -176,11 +182,11 @@ async fn re_registering_rotates_the_token_unless_told_not_to() {
     };
     assert_eq!(hb(first.clone()).await, StatusCode::OK);
 
-    // rotate_token=false keeps the old token.
+    // rotate_token=false keeps the old token (the current one proves the device).
     let res = app
         .post(
             "/agent/register",
-            Auth::None,
+            Auth::Bearer(&first),
             json!({"device_id": "agent-001", "rotate_token": false}),
         )
         .await;
@@ -194,10 +200,11 @@ async fn re_registering_rotates_the_token_unless_told_not_to() {
     let res = app
         .post(
             "/agent/register",
-            Auth::None,
+            Auth::Bearer(&first),
             json!({"device_id": "agent-001"}),
         )
         .await;
+    assert_eq!(res.status(), StatusCode::OK);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["agent_id"], id.as_str());
     let second = body["agent_token"].as_str().unwrap().to_owned();
@@ -326,6 +333,6 @@ async fn a_disabled_agent_gets_401_at_once() {
         .unwrap();
     assert_eq!(
         logs.iter().map(|l| l.action.as_str()).collect::<Vec<_>>(),
-        ["agent.enable", "agent.disable"]
+        ["agent.enable", "agent.disable", "agent.register"]
     );
 }

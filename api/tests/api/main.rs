@@ -2,6 +2,7 @@
 //! (`TEST_MONGO_URI`) and the machine's RabbitMQ (`TEST_AMQP_URL`). Run through `scripts/test.sh`.
 
 mod agent_jobs;
+mod agent_register;
 mod agent_status_reports;
 mod agents;
 mod api_keys;
@@ -9,6 +10,7 @@ mod auth;
 mod deploy;
 mod health;
 mod helpers;
+mod login;
 mod messages;
 mod openapi;
 mod outbox;

@@ -20,6 +20,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/admin/agent/registration-secret"),
     ("GET", "/admin/agents"),
     ("PATCH", "/admin/agents/{id}"),
+    ("POST", "/admin/agents/{id}/rotate-token"),
     ("POST", "/agent/register"),
     ("POST", "/agent/heartbeat"),
     ("GET", "/agent/jobs/next"),

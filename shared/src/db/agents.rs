@@ -1,4 +1,7 @@
 //! `agents`: Android phones that lease and send messages. Tokens are stored as SHA-256 digests.
+//!
+//! A token only changes through [`Agents::rotate_token`], conditional on the token the caller
+//! proved or read, so a rotation never silently undoes another.
 
 use futures::TryStreamExt;
 use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
@@ -6,6 +9,7 @@ use mongodb::options::ReturnDocument;
 use mongodb::{Collection, Database};
 use serde::{Deserialize, Serialize};
 
+/// A phone registered as an agent.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Agent {
     #[serde(rename = "_id")]
@@ -23,16 +27,7 @@ pub struct Agent {
     pub device: Option<Document>,
 }
 
-/// What registering a device did.
-pub enum Registered {
-    /// A new agent was created with this token digest.
-    Created(Agent),
-    /// A known device got a new token.
-    Rotated(Agent),
-    /// A known device kept its token.
-    Kept(Agent),
-}
-
+/// The `agents` collection.
 #[derive(Clone)]
 pub struct Agents(Collection<Agent>);
 
@@ -69,36 +64,29 @@ impl Agents {
             .await
     }
 
-    /// Creates the agent for `device_id`, or rotates (when `rotate`) or keeps its token.
-    pub async fn register(
+    /// The agent of a device, active or not.
+    pub async fn find_by_device_id(
         &self,
         device_id: &str,
+    ) -> mongodb::error::Result<Option<Agent>> {
+        self.0.find_one(doc! {"device_id": device_id}).await
+    }
+
+    /// Creates the active agent `id` for a new `device_id`; `None` when the device is already
+    /// known (a concurrent first registration may have just created it).
+    pub async fn create(
+        &self,
+        id: ObjectId,
+        device_id: &str,
         label: &str,
-        new_token_hash: &str,
-        rotate: bool,
-    ) -> mongodb::error::Result<Registered> {
+        token_hash: &str,
+    ) -> mongodb::error::Result<Option<Agent>> {
         let now = DateTime::now();
-        let mut set = doc! {"label": label, "updated_at": now};
-        if rotate {
-            set.insert("token_hash", new_token_hash);
-        }
-        let existing = self
-            .0
-            .find_one_and_update(doc! {"device_id": device_id}, doc! {"$set": set})
-            .return_document(ReturnDocument::After)
-            .await?;
-        if let Some(agent) = existing {
-            return Ok(if rotate {
-                Registered::Rotated(agent)
-            } else {
-                Registered::Kept(agent)
-            });
-        }
         let agent = Agent {
-            id: ObjectId::new(),
+            id,
             device_id: device_id.to_owned(),
             label: label.to_owned(),
-            token_hash: new_token_hash.to_owned(),
+            token_hash: token_hash.to_owned(),
             is_active: true,
             created_at: now,
             updated_at: now,
@@ -106,13 +94,57 @@ impl Agents {
             device: None,
         };
         match self.0.insert_one(&agent).await {
-            Ok(_) => Ok(Registered::Created(agent)),
-            // Two first registrations of one device raced: the other one created it.
-            Err(e) if super::is_duplicate_key(&e) => {
-                Box::pin(self.register(device_id, label, new_token_hash, rotate)).await
-            }
+            Ok(_) => Ok(Some(agent)),
+            Err(e) if super::is_duplicate_key(&e) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Replaces the token of agent `id` (and its label, when given), but only while its token is
+    /// still `current_hash`: the one the caller proved or read. Of two racing rotations, one
+    /// wins and the other gets `None` and changes nothing.
+    pub async fn rotate_token(
+        &self,
+        id: ObjectId,
+        current_hash: &str,
+        new_hash: &str,
+        label: Option<&str>,
+    ) -> mongodb::error::Result<Option<Agent>> {
+        let mut set = doc! {"token_hash": new_hash, "updated_at": DateTime::now()};
+        if let Some(label) = label {
+            set.insert("label", label);
+        }
+        self.update_if_token(id, current_hash, set).await
+    }
+
+    /// Sets the label of agent `id` while its token is still `current_hash`, keeping the token.
+    pub async fn relabel(
+        &self,
+        id: ObjectId,
+        current_hash: &str,
+        label: &str,
+    ) -> mongodb::error::Result<Option<Agent>> {
+        self.update_if_token(
+            id,
+            current_hash,
+            doc! {"label": label, "updated_at": DateTime::now()},
+        )
+        .await
+    }
+
+    async fn update_if_token(
+        &self,
+        id: ObjectId,
+        current_hash: &str,
+        set: Document,
+    ) -> mongodb::error::Result<Option<Agent>> {
+        self.0
+            .find_one_and_update(
+                doc! {"_id": id, "token_hash": current_hash},
+                doc! {"$set": set},
+            )
+            .return_document(ReturnDocument::After)
+            .await
     }
 
     pub async fn heartbeat(&self, id: ObjectId, device: Document) -> mongodb::error::Result<()> {

@@ -1,14 +1,18 @@
-//! `audit_logs`: one entry per operator write.
+//! `audit_logs`: one entry per operator write, and per agent token issued (registrations and
+//! rotations, whoever proved them).
 
 use futures::TryStreamExt;
 use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
 use mongodb::{Collection, Database};
 use serde::{Deserialize, Serialize};
 
+/// Who did what to which object, when and from where.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuditLog {
     #[serde(rename = "_id")]
     pub id: ObjectId,
+    /// An operator's name, `agent:<agent_id>` for an agent's own token, or
+    /// `registration-secret` for a device that proved the registration secret.
     pub actor: String,
     pub action: String,
     pub target_type: String,
@@ -51,6 +55,29 @@ impl AuditFilter {
     }
 }
 
+impl AuditLog {
+    /// A new entry stamped now.
+    pub fn new(
+        actor: impl Into<String>,
+        action: &str,
+        target_type: &str,
+        target_id: Option<String>,
+        ip: Option<String>,
+        details: Document,
+    ) -> Self {
+        Self {
+            id: ObjectId::new(),
+            actor: actor.into(),
+            action: action.to_owned(),
+            target_type: target_type.to_owned(),
+            target_id,
+            at: DateTime::now(),
+            ip,
+            details,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct AuditLogs(Collection<AuditLog>);
 
@@ -73,6 +100,11 @@ impl AuditLogs {
 
     pub async fn insert(&self, entry: &AuditLog) -> mongodb::error::Result<()> {
         self.0.insert_one(entry).await.map(|_| ())
+    }
+
+    /// Withdraws an entry recorded ahead of a change that then did not happen.
+    pub async fn remove(&self, id: ObjectId) -> mongodb::error::Result<()> {
+        self.0.delete_one(doc! {"_id": id}).await.map(|_| ())
     }
 
     /// Newest first, with the total matching count.

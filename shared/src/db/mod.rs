@@ -17,6 +17,7 @@ pub mod agents;
 pub mod api_keys;
 pub mod audit_logs;
 pub mod dedup;
+pub mod login_throttle;
 pub mod messages;
 pub mod quota;
 pub mod reports;
@@ -40,6 +41,7 @@ pub struct Db {
     pub messages: messages::Messages,
     pub reports: reports::Reports,
     pub dedup: dedup::Dedup,
+    pub login_throttle: login_throttle::LoginThrottle,
     pub stats: stats::Stats,
     pub quota: quota::Quota,
     pub agent_rate: agent_rate::AgentRate,
@@ -73,6 +75,7 @@ impl Db {
             messages: messages::Messages::new(&database),
             reports: reports::Reports::new(&database),
             dedup: dedup::Dedup::new(&database),
+            login_throttle: login_throttle::LoginThrottle::new(&database),
             stats: stats::Stats::new(&database),
             quota: quota::Quota::new(&database),
             agent_rate: agent_rate::AgentRate::new(&database),
@@ -117,6 +120,10 @@ impl Db {
             .await
             .context("sms_messages indexes")?;
         self.dedup.create_indexes().await.context("dedup indexes")?;
+        self.login_throttle
+            .create_indexes()
+            .await
+            .context("login_throttle indexes")?;
         self.stats.create_indexes().await.context("stats indexes")?;
         self.quota
             .create_indexes()

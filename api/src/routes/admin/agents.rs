@@ -1,5 +1,6 @@
-//! `GET /admin/agents` and `PATCH /admin/agents/{id}`: operators see the fleet with its last
-//! heartbeats, and enable or disable an agent.
+//! `GET /admin/agents`, `PATCH /admin/agents/{id}` and `POST /admin/agents/{id}/rotate-token`:
+//! operators see the fleet with its last heartbeats, enable or disable an agent, and give a
+//! phone a new token (a phone that lost its own, or one that may be in the wrong hands).
 
 use axum::extract::{Path, State};
 use mongodb::bson::{doc, DateTime, Document};
@@ -12,7 +13,8 @@ use utoipa_axum::routes;
 use crate::auth::Operator;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{object_id, Json};
-use crate::openapi::{AuthError, BodyErrors, Errors, NotFoundError};
+use crate::openapi::{AuthError, BodyErrors, ConflictError, Errors, NotFoundError};
+use crate::routes::agent::register::{rotate, Proof};
 use crate::state::AppState;
 
 /// An agent counts as online when its last heartbeat is this recent.
@@ -22,6 +24,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_agents))
         .routes(routes!(update_agent))
+        .routes(routes!(rotate_agent_token))
 }
 
 /// An agent as operators see it.
@@ -149,4 +152,49 @@ async fn update_agent(
         )
         .await?;
     Ok(Json(AgentView::from(agent)))
+}
+
+/// An agent's new token, shown this once.
+#[derive(Serialize, utoipa::ToSchema)]
+struct RotatedToken {
+    agent_id: String,
+    /// The phone's new token (`Authorization: Bearer <agent_token>`); the old one no longer works.
+    agent_token: String,
+    device_id: String,
+    label: String,
+    /// A disabled agent keeps its state: the new token works once it is enabled.
+    is_active: bool,
+}
+
+/// Gives an agent a new token; the old one stops working at once.
+#[utoipa::path(
+    post,
+    path = "/admin/agents/{id}/rotate-token",
+    tag = "agents",
+    params(("id" = String, Path, description = "The agent's id")),
+    security(("operator_jwt" = [])),
+    responses(
+        (status = 200, description = "The new token, shown this once", body = RotatedToken),
+        AuthError,
+        NotFoundError,
+        ConflictError,
+        Errors,
+    )
+)]
+async fn rotate_agent_token(
+    State(state): State<AppState>,
+    operator: Operator,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RotatedToken>> {
+    let id = object_id(&id)?;
+    let agent = state.db.agents.find(id).await?.ok_or(ApiError::NotFound)?;
+    let ip = operator.ip.clone();
+    let (agent, token) = rotate(&state, &agent, None, &Proof::Operator(operator), ip).await?;
+    Ok(Json(RotatedToken {
+        agent_id: agent.id.to_hex(),
+        agent_token: token,
+        device_id: agent.device_id,
+        label: agent.label,
+        is_active: agent.is_active,
+    }))
 }

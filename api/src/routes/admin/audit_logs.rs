@@ -40,12 +40,13 @@ struct AuditQuery {
     skip: Option<u64>,
 }
 
-/// One operator write.
+/// One operator write, or one agent token issued.
 #[derive(Serialize, utoipa::ToSchema)]
 #[schema(as = AuditLog)]
 struct AuditLogView {
     id: String,
-    /// The operator's name.
+    /// The operator's name; for agent tokens issued without an operator, `agent:<agent_id>`
+    /// (the agent's own token) or `registration-secret`.
     actor: String,
     /// What was done, e.g. `template.approve`.
     action: String,
@@ -55,7 +56,7 @@ struct AuditLogView {
     #[serde(with = "serde_rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     at: DateTime,
-    /// The operator's address.
+    /// The client's address.
     ip: Option<String>,
     /// What the action changed.
     #[schema(value_type = Object)]

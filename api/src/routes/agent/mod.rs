@@ -8,7 +8,7 @@ use crate::state::AppState;
 
 mod heartbeat;
 mod jobs;
-mod register;
+pub(crate) mod register;
 mod status_reports;
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -27,6 +27,10 @@ const CONFIG_VARS: &[&str] = &[
     "AGENT_REGISTRATION_SECRET",
     "OUTBOX_SWEEP_AFTER_MS",
     "RECONCILE_INTERVAL_MS",
+    // api/src/login_guard.rs
+    "LOGIN_MAX_FAILURES_PER_USER",
+    "LOGIN_MAX_FAILURES_PER_ADDRESS",
+    "LOGIN_THROTTLE_WINDOW_SECONDS",
     // shared/src/config.rs
     "MONGO_URI",
     "MONGO_DB",
