@@ -6,6 +6,7 @@ mod agent_status_reports;
 mod agents;
 mod api_keys;
 mod auth;
+mod csv_export;
 mod deploy;
 mod health;
 mod helpers;
