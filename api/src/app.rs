@@ -4,14 +4,16 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use anyhow::Context;
+use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{header, HeaderName, HeaderValue, Method};
+use axum::http::{header, HeaderName, HeaderValue, Method, Request};
 use axum::Extension;
 use axum::{middleware, Router};
 use sms_shared::amqp::Publisher;
 use sms_shared::auth::JwtKeys;
 use sms_shared::db::Db;
 use sms_shared::metrics::Metrics;
+use sms_shared::telemetry::untrusted;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -20,7 +22,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
 use crate::state::{App, AppState};
-use crate::{error, middleware as mw, routes};
+use crate::{auth, error, middleware as mw, routes};
 
 /// Connects to MongoDB and prepares the RabbitMQ publisher (connected on first use).
 pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
@@ -99,35 +101,23 @@ pub fn router(state: AppState) -> Router {
 
 /// One span per request with method, path, scheme and client address. The scheme and client
 /// come from the proxy's headers only when `SECURE_PROXY_SSL_HEADER` / `USE_X_FORWARDED_HOST`
-/// say to trust them.
-fn request_span(
-    state: &AppState,
-) -> impl Fn(&axum::http::Request<axum::body::Body>) -> tracing::Span + Clone {
+/// say to trust them; the path is the client's, so it is escaped and bounded.
+fn request_span(state: &AppState) -> impl Fn(&Request<Body>) -> tracing::Span + Clone {
     let ssl_header = state.config.http.proxy_ssl_header.clone();
     let trust_forwarded = state.config.http.trust_forwarded;
     move |req| {
-        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
         let https = ssl_header.as_ref().is_some_and(|(name, value)| {
-            header(name).is_some_and(|v| v.eq_ignore_ascii_case(value))
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.eq_ignore_ascii_case(value))
         });
-        let client = trust_forwarded
-            .then(|| {
-                header("x-forwarded-for")
-                    .and_then(|v| v.split(',').next())
-                    .map(str::trim)
-            })
-            .flatten()
-            .map(str::to_owned)
-            .or_else(|| {
-                req.extensions()
-                    .get::<axum::extract::ConnectInfo<SocketAddr>>()
-                    .map(|c| c.0.ip().to_string())
-            })
+        let client = auth::client_address(req.headers(), req.extensions(), trust_forwarded)
             .unwrap_or_default();
         tracing::info_span!(
             "http",
             method = %req.method(),
-            path = %req.uri().path(),
+            path = %untrusted(req.uri().path()),
             scheme = if https { "https" } else { "http" },
             client = %client,
         )

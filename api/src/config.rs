@@ -46,6 +46,7 @@ pub struct HttpConfig {
     pub debug: bool,
     /// `DJANGO_SECRET_KEY`: accepted for compatibility.
     pub secret_key: Option<SecretString>,
+    /// `MAX_BODY_BYTES`: a larger body gets 413.
     pub max_body_bytes: usize,
 }
 
@@ -145,24 +146,61 @@ impl HttpConfig {
         })
     }
 
-    /// Whether `host` (a `Host` header, port allowed) is in `ALLOWED_HOSTS`, as Django decides it.
+    /// Whether `host` (a `Host` or `X-Forwarded-Host` value) names a host in `ALLOWED_HOSTS`,
+    /// as Django decides it: a value that is not a host (see [`host_name`]) never is.
     pub fn host_allowed(&self, host: &str) -> bool {
-        let host = host.trim().to_ascii_lowercase();
-        let name = if host.starts_with('[') {
-            host.split_inclusive(']').next().unwrap_or(&host).to_owned()
-        } else {
-            host.rsplit_once(':')
-                .map_or(host.clone(), |(h, _)| h.to_owned())
+        let Some(name) = host_name(host) else {
+            return false;
         };
-        let name = name.trim_end_matches('.');
         self.allowed_hosts.iter().any(|pattern| {
             pattern == "*"
-                || pattern == name
+                || *pattern == name
                 || pattern
                     .strip_prefix('.')
                     .is_some_and(|domain| name == domain || name.ends_with(&format!(".{domain}")))
         })
     }
+}
+
+/// The host part of a `Host` header, lower-cased and without its port or trailing dot, read as
+/// Django's `split_domain_port` reads it: a domain name or IPv4 address (letters, digits, `.`
+/// and `-`) or an IPv6 address in brackets, then an optional `:` and a port of digits only.
+/// Anything else (`localhost:abc`, `a.com, b.com`, a bare IPv6 address) is `None`.
+pub fn host_name(host: &str) -> Option<String> {
+    let host = host.to_ascii_lowercase();
+    let (name, rest) = match host.strip_prefix('[') {
+        Some(inner) => {
+            let end = inner.find(']')?;
+            let (head, tail) = inner[..end].split_once(':')?;
+            let hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+            let valid = head.bytes().all(hex)
+                && !tail.is_empty()
+                && tail.bytes().all(|b| hex(b) || b == b'.' || b == b':');
+            if !valid {
+                return None;
+            }
+            host.split_at(end + 2)
+        }
+        None => {
+            let (name, rest) = host.split_at(host.find(':').unwrap_or(host.len()));
+            let valid = !name.is_empty()
+                && name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-'
+                });
+            if !valid {
+                return None;
+            }
+            (name, rest)
+        }
+    };
+    if !rest.is_empty() {
+        let port = rest.strip_prefix(':')?;
+        if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+    }
+    let name = name.strip_suffix('.').unwrap_or(name);
+    (!name.is_empty()).then(|| name.to_owned())
 }
 
 #[cfg(test)]
@@ -248,6 +286,54 @@ mod tests {
             .unwrap()
             .http;
         assert!(all.host_allowed("anything:1"));
+        assert!(!all.host_allowed("localhost:abc"), "* still needs a host");
+    }
+
+    #[test]
+    fn host_names_are_read_as_django_splits_them() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("localhost", Some("localhost")),
+            ("LocalHost:8000", Some("localhost")),
+            ("api.safecare.vn.", Some("api.safecare.vn")),
+            ("api.safecare.vn.:443", Some("api.safecare.vn")),
+            ("127.0.0.1:8000", Some("127.0.0.1")),
+            ("[::1]", Some("[::1]")),
+            ("[::1]:8000", Some("[::1]")),
+            ("[2001:DB8::1]:443", Some("[2001:db8::1]")),
+            ("[::ffff:127.0.0.1]", Some("[::ffff:127.0.0.1]")),
+            ("localhost:abc", None),
+            ("localhost:", None),
+            ("localhost:80:80", None),
+            ("localhost:٣", None),
+            ("::1", None),
+            ("[::1", None),
+            ("[::1]x", None),
+            ("[::1]:", None),
+            ("[::1]:8o", None),
+            ("[zz::1]", None),
+            ("[]", None),
+            ("a.com, b.com", None),
+            ("a.com,b.com", None),
+            ("user@localhost", None),
+            ("local_host", None),
+            ("", None),
+            (".", None),
+            (":80", None),
+        ];
+        for (host, name) in cases {
+            assert_eq!(host_name(host).as_deref(), *name, "{host:?}");
+        }
+    }
+
+    #[test]
+    fn ipv6_hosts_match_bracketed_entries() {
+        let c = Config::from_env(&env(&[("ALLOWED_HOSTS", "[::1],[2001:db8::1]")]))
+            .unwrap()
+            .http;
+        assert!(c.host_allowed("[::1]:8000"));
+        assert!(c.host_allowed("[2001:DB8::1]"));
+        assert!(!c.host_allowed("::1"));
+        assert!(!c.host_allowed("[::2]"));
     }
 
     #[test]

@@ -4,34 +4,37 @@
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use sms_shared::telemetry::untrusted;
 
 use crate::error::{error_response, ApiError};
 use crate::state::AppState;
 
 /// Rejects requests whose host is not in `ALLOWED_HOSTS` with 400 (health checks excepted, so
 /// container and proxy probes by IP keep working).
+///
+/// The host is read as Django's `get_host` reads it: the whole `X-Forwarded-Host` when
+/// `USE_X_FORWARDED_HOST` is on and the proxy sent one, else `Host`. A list of hosts (a
+/// value with commas, or the header twice) is not a host, so it is refused too.
 pub async fn check_host(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let http = &state.config.http;
     let path = request.uri().path();
     let is_health =
         path == "/health" || path.strip_prefix(http.base_path.as_str()) == Some("/health");
     if !is_health {
-        let forwarded = http
-            .trust_forwarded
-            .then(|| request.headers().get("x-forwarded-host"))
-            .flatten();
-        let host = forwarded
-            .or_else(|| request.headers().get(header::HOST))
-            .and_then(|h| h.to_str().ok())
-            .map(|h| h.split(',').next().unwrap_or(h).to_owned())
-            .or_else(|| request.uri().host().map(str::to_owned));
-        let allowed = host.as_deref().is_some_and(|h| http.host_allowed(h));
-        if !allowed {
+        let headers = request.headers();
+        let host = if http.trust_forwarded && headers.contains_key("x-forwarded-host") {
+            only_value(headers, "x-forwarded-host")
+        } else if headers.contains_key(header::HOST) {
+            only_value(headers, header::HOST.as_str())
+        } else {
+            request.uri().authority().map(|a| a.as_str())
+        };
+        if !host.is_some_and(|h| http.host_allowed(h)) {
             tracing::warn!(
-                host = host.as_deref().unwrap_or(""),
+                host = %untrusted(host.unwrap_or("")),
                 "request for a host outside ALLOWED_HOSTS"
             );
             return error_response(
@@ -42,6 +45,15 @@ pub async fn check_host(State(state): State<AppState>, request: Request, next: N
         }
     }
     next.run(request).await
+}
+
+/// The header's value when it is sent exactly once and is text.
+fn only_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (Some(value), None) => value.to_str().ok(),
+        _ => None,
+    }
 }
 
 /// Gives error responses that were not produced by [`ApiError`] the contract's JSON shape.

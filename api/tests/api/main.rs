@@ -13,6 +13,7 @@ mod helpers;
 mod messages;
 mod openapi;
 mod outbox;
+mod proxy;
 mod reconciler;
 mod reports;
 mod requests;
