@@ -48,6 +48,11 @@ pub struct HttpConfig {
     pub secret_key: Option<SecretString>,
     /// `MAX_BODY_BYTES`: a larger body gets 413.
     pub max_body_bytes: usize,
+    /// `HTTP_HEADER_TIMEOUT_SECONDS`: how long a client may take to send a request's headers
+    /// (also how long an idle keep-alive connection stays open).
+    pub header_timeout: Duration,
+    /// `HTTP_BODY_TIMEOUT_SECONDS`: how long a client may take to send a request's body.
+    pub body_timeout: Duration,
 }
 
 /// `SEED_ADMIN*`: the operator account created by `seed-admin`.
@@ -143,6 +148,8 @@ impl HttpConfig {
                 1024,
                 64 * 1024 * 1024,
             )?,
+            header_timeout: seconds(env, "HTTP_HEADER_TIMEOUT_SECONDS", 10.0)?,
+            body_timeout: seconds(env, "HTTP_BODY_TIMEOUT_SECONDS", 30.0)?,
         })
     }
 
@@ -201,6 +208,18 @@ pub fn host_name(host: &str) -> Option<String> {
     }
     let name = name.strip_suffix('.').unwrap_or(name);
     (!name.is_empty()).then(|| name.to_owned())
+}
+
+/// A duration in seconds (fractions allowed), from 0.1 s to an hour.
+fn seconds(env: &Env<'_>, name: &str, default: f64) -> Result<Duration, ConfigError> {
+    let value: f64 = env.parse(name, default)?;
+    if !(0.1..=3600.0).contains(&value) {
+        return Err(ConfigError {
+            var: name.into(),
+            problem: format!("{value} is outside 0.1..=3600 seconds"),
+        });
+    }
+    Ok(Duration::from_secs_f64(value))
 }
 
 #[cfg(test)]
@@ -334,6 +353,21 @@ mod tests {
         assert!(c.host_allowed("[2001:DB8::1]"));
         assert!(!c.host_allowed("::1"));
         assert!(!c.host_allowed("[::2]"));
+    }
+
+    #[test]
+    fn timeouts_default_and_refuse_nonsense() {
+        let c = Config::from_env(&env(&[])).unwrap().http;
+        assert_eq!(c.header_timeout, Duration::from_secs(10));
+        assert_eq!(c.body_timeout, Duration::from_secs(30));
+        let c = Config::from_env(&env(&[("HTTP_BODY_TIMEOUT_SECONDS", "0.5")]))
+            .unwrap()
+            .http;
+        assert_eq!(c.body_timeout, Duration::from_millis(500));
+        for bad in ["0", "NaN", "-1", "1e9", "ten"] {
+            let err = Config::from_env(&env(&[("HTTP_HEADER_TIMEOUT_SECONDS", bad)])).unwrap_err();
+            assert_eq!(err.var, "HTTP_HEADER_TIMEOUT_SECONDS", "{bad}");
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod csv_export;
 mod deploy;
 mod health;
 mod helpers;
+mod http_limits;
 mod messages;
 mod openapi;
 mod outbox;
