@@ -1,26 +1,35 @@
-//! Building the application and running it until told to stop.
+//! Building the application and serving it until told to stop.
+//!
+//! Connections are served by hyper's HTTP/1.1 server directly rather than `axum::serve`, which
+//! cannot bound how long a client takes to send its headers: a client trickling bytes would
+//! otherwise hold a connection (and a task) for ever.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::time::Duration;
 
-use anyhow::Context;
-use axum::extract::DefaultBodyLimit;
-use axum::http::{header, HeaderName, HeaderValue, Method};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, DefaultBodyLimit};
+use axum::http::{header, HeaderName, HeaderValue, Method, Request};
 use axum::Extension;
 use axum::{middleware, Router};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use sms_shared::amqp::Publisher;
 use sms_shared::auth::JwtKeys;
 use sms_shared::db::Db;
 use sms_shared::metrics::Metrics;
+use sms_shared::telemetry::untrusted;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::config::Config;
+use crate::config::{Config, HttpConfig};
 use crate::state::{App, AppState};
-use crate::{error, middleware as mw, routes};
+use crate::{auth, error, middleware as mw, routes};
 
 /// Connects to MongoDB and prepares the RabbitMQ publisher (connected on first use).
 pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
@@ -59,6 +68,7 @@ pub fn router(state: AppState) -> Router {
     }
     let mut app = app
         .fallback(mw::not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), mw::read_body))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             mw::track_metrics,
@@ -100,35 +110,23 @@ pub fn router(state: AppState) -> Router {
 
 /// One span per request with method, path, scheme and client address. The scheme and client
 /// come from the proxy's headers only when `SECURE_PROXY_SSL_HEADER` / `USE_X_FORWARDED_HOST`
-/// say to trust them.
-fn request_span(
-    state: &AppState,
-) -> impl Fn(&axum::http::Request<axum::body::Body>) -> tracing::Span + Clone {
+/// say to trust them; the path is the client's, so it is escaped and bounded.
+fn request_span(state: &AppState) -> impl Fn(&Request<Body>) -> tracing::Span + Clone {
     let ssl_header = state.config.http.proxy_ssl_header.clone();
     let trust_forwarded = state.config.http.trust_forwarded;
     move |req| {
-        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
         let https = ssl_header.as_ref().is_some_and(|(name, value)| {
-            header(name).is_some_and(|v| v.eq_ignore_ascii_case(value))
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.eq_ignore_ascii_case(value))
         });
-        let client = trust_forwarded
-            .then(|| {
-                header("x-forwarded-for")
-                    .and_then(|v| v.split(',').next())
-                    .map(str::trim)
-            })
-            .flatten()
-            .map(str::to_owned)
-            .or_else(|| {
-                req.extensions()
-                    .get::<axum::extract::ConnectInfo<SocketAddr>>()
-                    .map(|c| c.0.ip().to_string())
-            })
+        let client = auth::client_address(req.headers(), req.extensions(), trust_forwarded)
             .unwrap_or_default();
         tracing::info_span!(
             "http",
             method = %req.method(),
-            path = %req.uri().path(),
+            path = %untrusted(req.uri().path()),
             scheme = if https { "https" } else { "http" },
             client = %client,
         )
@@ -145,13 +143,7 @@ pub async fn run(
     let background = crate::background::spawn(state.clone(), stop.clone());
     let app = router(state.clone());
     tracing::info!(addr = %listener.local_addr()?, base_path = %state.config.http.base_path, "sms-api listening");
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .context("serving HTTP")?;
+    serve(listener, app, &state.config.http, shutdown).await;
     stop.cancel();
     state.tasks.close();
     state.tasks.wait().await;
@@ -159,6 +151,68 @@ pub async fn run(
     background.wait().await;
     tracing::info!("sms-api stopped");
     Ok(())
+}
+
+/// Accepts HTTP/1.1 connections (kept alive between requests) until `shutdown` completes, then
+/// lets every connection finish the request it is serving and waits for them to close.
+///
+/// A client gets `HTTP_HEADER_TIMEOUT_SECONDS` to send each request's headers (an idle
+/// keep-alive connection is closed after as long); bodies are timed by [`mw::read_body`].
+/// Neither limits how long a response takes. Handlers see the peer as
+/// `ConnectInfo<SocketAddr>`.
+async fn serve(
+    listener: TcpListener,
+    app: Router,
+    http: &HttpConfig,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(http.header_timeout)
+        .keep_alive(true);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+            let mut request = request.map(Body::new);
+            request.extensions_mut().insert(ConnectInfo(peer));
+            app.clone().oneshot(request)
+        });
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection closed with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// Waits after a failed `accept`: at once for a connection the client already gave up, a
+/// second when the process is out of file descriptors or memory, so as not to spin.
+async fn accept_failed(error: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        error.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %error, "accepting a connection failed; retrying in a second");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 /// Completes on SIGTERM or Ctrl-C.

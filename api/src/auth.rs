@@ -3,11 +3,11 @@
 //! get the same 401. [`BearerProof`] takes whichever bearer credential is offered without
 //! requiring one, and [`ClientAddr`] is the client's address.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap};
+use axum::http::{header, Extensions, HeaderMap};
 use mongodb::bson::{self, oid::ObjectId, DateTime};
 use sms_shared::db::agents::Agent;
 use sms_shared::db::audit_logs::AuditLog;
@@ -16,25 +16,32 @@ use sms_shared::domain::token;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// The client address: the proxy's `X-Forwarded-For` when trusted, else the peer.
+/// The client address of a request (see [`client_address`]).
 pub fn client_ip(parts: &Parts, trust_forwarded: bool) -> Option<String> {
-    if trust_forwarded {
-        if let Some(first) = parts
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-        {
-            let ip = first.trim();
-            if !ip.is_empty() {
-                return Some(ip.to_owned());
-            }
-        }
-    }
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip().to_string())
+    client_address(&parts.headers, &parts.extensions, trust_forwarded)
+}
+
+/// The client address: with `USE_X_FORWARDED_HOST`, the last `X-Forwarded-For` entry, which
+/// the proxy appended (entries before it are whatever the client sent); else, or when that
+/// entry is not an IP address, the connection's peer.
+pub fn client_address(
+    headers: &HeaderMap,
+    extensions: &Extensions,
+    trust_forwarded: bool,
+) -> Option<String> {
+    let forwarded = trust_forwarded
+        .then(|| headers.get_all("x-forwarded-for").iter().next_back())
+        .flatten()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|last| last.trim().parse::<IpAddr>().ok());
+    forwarded
+        .or_else(|| {
+            extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(addr)| addr.ip())
+        })
+        .map(|ip| ip.to_string())
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {

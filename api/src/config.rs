@@ -48,7 +48,13 @@ pub struct HttpConfig {
     pub debug: bool,
     /// `DJANGO_SECRET_KEY`: accepted for compatibility.
     pub secret_key: Option<SecretString>,
+    /// `MAX_BODY_BYTES`: a larger body gets 413.
     pub max_body_bytes: usize,
+    /// `HTTP_HEADER_TIMEOUT_SECONDS`: how long a client may take to send a request's headers
+    /// (also how long an idle keep-alive connection stays open).
+    pub header_timeout: Duration,
+    /// `HTTP_BODY_TIMEOUT_SECONDS`: how long a client may take to send a request's body.
+    pub body_timeout: Duration,
 }
 
 /// `SEED_ADMIN*`: the operator account created by `seed-admin`.
@@ -145,27 +151,78 @@ impl HttpConfig {
                 1024,
                 64 * 1024 * 1024,
             )?,
+            header_timeout: seconds(env, "HTTP_HEADER_TIMEOUT_SECONDS", 10.0)?,
+            body_timeout: seconds(env, "HTTP_BODY_TIMEOUT_SECONDS", 30.0)?,
         })
     }
 
-    /// Whether `host` (a `Host` header, port allowed) is in `ALLOWED_HOSTS`, as Django decides it.
+    /// Whether `host` (a `Host` or `X-Forwarded-Host` value) names a host in `ALLOWED_HOSTS`,
+    /// as Django decides it: a value that is not a host (see [`host_name`]) never is.
     pub fn host_allowed(&self, host: &str) -> bool {
-        let host = host.trim().to_ascii_lowercase();
-        let name = if host.starts_with('[') {
-            host.split_inclusive(']').next().unwrap_or(&host).to_owned()
-        } else {
-            host.rsplit_once(':')
-                .map_or(host.clone(), |(h, _)| h.to_owned())
+        let Some(name) = host_name(host) else {
+            return false;
         };
-        let name = name.trim_end_matches('.');
         self.allowed_hosts.iter().any(|pattern| {
             pattern == "*"
-                || pattern == name
+                || *pattern == name
                 || pattern
                     .strip_prefix('.')
                     .is_some_and(|domain| name == domain || name.ends_with(&format!(".{domain}")))
         })
     }
+}
+
+/// The host part of a `Host` header, lower-cased and without its port or trailing dot, read as
+/// Django's `split_domain_port` reads it: a domain name or IPv4 address (letters, digits, `.`
+/// and `-`) or an IPv6 address in brackets, then an optional `:` and a port of digits only.
+/// Anything else (`localhost:abc`, `a.com, b.com`, a bare IPv6 address) is `None`.
+pub fn host_name(host: &str) -> Option<String> {
+    let host = host.to_ascii_lowercase();
+    let (name, rest) = match host.strip_prefix('[') {
+        Some(inner) => {
+            let end = inner.find(']')?;
+            let (head, tail) = inner[..end].split_once(':')?;
+            let hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+            let valid = head.bytes().all(hex)
+                && !tail.is_empty()
+                && tail.bytes().all(|b| hex(b) || b == b'.' || b == b':');
+            if !valid {
+                return None;
+            }
+            host.split_at(end + 2)
+        }
+        None => {
+            let (name, rest) = host.split_at(host.find(':').unwrap_or(host.len()));
+            let valid = !name.is_empty()
+                && name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-'
+                });
+            if !valid {
+                return None;
+            }
+            (name, rest)
+        }
+    };
+    if !rest.is_empty() {
+        let port = rest.strip_prefix(':')?;
+        if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+    }
+    let name = name.strip_suffix('.').unwrap_or(name);
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
+/// A duration in seconds (fractions allowed), from 0.1 s to an hour.
+fn seconds(env: &Env<'_>, name: &str, default: f64) -> Result<Duration, ConfigError> {
+    let value: f64 = env.parse(name, default)?;
+    if !(0.1..=3600.0).contains(&value) {
+        return Err(ConfigError {
+            var: name.into(),
+            problem: format!("{value} is outside 0.1..=3600 seconds"),
+        });
+    }
+    Ok(Duration::from_secs_f64(value))
 }
 
 #[cfg(test)]
@@ -251,6 +308,69 @@ mod tests {
             .unwrap()
             .http;
         assert!(all.host_allowed("anything:1"));
+        assert!(!all.host_allowed("localhost:abc"), "* still needs a host");
+    }
+
+    #[test]
+    fn host_names_are_read_as_django_splits_them() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("localhost", Some("localhost")),
+            ("LocalHost:8000", Some("localhost")),
+            ("api.safecare.vn.", Some("api.safecare.vn")),
+            ("api.safecare.vn.:443", Some("api.safecare.vn")),
+            ("127.0.0.1:8000", Some("127.0.0.1")),
+            ("[::1]", Some("[::1]")),
+            ("[::1]:8000", Some("[::1]")),
+            ("[2001:DB8::1]:443", Some("[2001:db8::1]")),
+            ("[::ffff:127.0.0.1]", Some("[::ffff:127.0.0.1]")),
+            ("localhost:abc", None),
+            ("localhost:", None),
+            ("localhost:80:80", None),
+            ("localhost:٣", None),
+            ("::1", None),
+            ("[::1", None),
+            ("[::1]x", None),
+            ("[::1]:", None),
+            ("[::1]:8o", None),
+            ("[zz::1]", None),
+            ("[]", None),
+            ("a.com, b.com", None),
+            ("a.com,b.com", None),
+            ("user@localhost", None),
+            ("local_host", None),
+            ("", None),
+            (".", None),
+            (":80", None),
+        ];
+        for (host, name) in cases {
+            assert_eq!(host_name(host).as_deref(), *name, "{host:?}");
+        }
+    }
+
+    #[test]
+    fn ipv6_hosts_match_bracketed_entries() {
+        let c = Config::from_env(&env(&[("ALLOWED_HOSTS", "[::1],[2001:db8::1]")]))
+            .unwrap()
+            .http;
+        assert!(c.host_allowed("[::1]:8000"));
+        assert!(c.host_allowed("[2001:DB8::1]"));
+        assert!(!c.host_allowed("::1"));
+        assert!(!c.host_allowed("[::2]"));
+    }
+
+    #[test]
+    fn timeouts_default_and_refuse_nonsense() {
+        let c = Config::from_env(&env(&[])).unwrap().http;
+        assert_eq!(c.header_timeout, Duration::from_secs(10));
+        assert_eq!(c.body_timeout, Duration::from_secs(30));
+        let c = Config::from_env(&env(&[("HTTP_BODY_TIMEOUT_SECONDS", "0.5")]))
+            .unwrap()
+            .http;
+        assert_eq!(c.body_timeout, Duration::from_millis(500));
+        for bad in ["0", "NaN", "-1", "1e9", "ten"] {
+            let err = Config::from_env(&env(&[("HTTP_HEADER_TIMEOUT_SECONDS", bad)])).unwrap_err();
+            assert_eq!(err.var, "HTTP_HEADER_TIMEOUT_SECONDS", "{bad}");
+        }
     }
 
     #[test]

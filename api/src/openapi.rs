@@ -182,10 +182,18 @@ const CONFLICT: ErrorResponse = ErrorResponse {
 nothing was changed).",
     header: None,
 };
+const REQUEST_TIMEOUT: ErrorResponse = ErrorResponse {
+    name: "RequestTimeout",
+    status: "408",
+    description: "The body did not arrive within `HTTP_BODY_TIMEOUT_SECONDS` (`REQUEST_TIMEOUT`); \
+nothing was stored. The connection is closed.",
+    header: None,
+};
 const PAYLOAD_TOO_LARGE: ErrorResponse = ErrorResponse {
     name: "PayloadTooLarge",
     status: "413",
-    description: "The body is larger than `MAX_BODY_BYTES` (`PAYLOAD_TOO_LARGE`).",
+    description: "The body is larger than `MAX_BODY_BYTES` (`PAYLOAD_TOO_LARGE`); a declared \
+`Content-Length` above it is refused before the body is read. The connection is closed.",
     header: None,
 };
 const TOO_MANY_REQUESTS: ErrorResponse = ErrorResponse {
@@ -224,12 +232,13 @@ const SERVICE_UNAVAILABLE: ErrorResponse = ErrorResponse {
 };
 
 /// Every error response, as registered under `components.responses`.
-const ERRORS: [&ErrorResponse; 11] = [
+const ERRORS: [&ErrorResponse; 12] = [
     &BAD_REQUEST,
     &UNAUTHORIZED,
     &REGISTRATION_UNAUTHORIZED,
     &FORBIDDEN,
     &NOT_FOUND,
+    &REQUEST_TIMEOUT,
     &CONFLICT,
     &PAYLOAD_TOO_LARGE,
     &TOO_MANY_REQUESTS,
@@ -271,8 +280,8 @@ response_set! {
     NotFoundError => [NOT_FOUND];
     /// 409 of a write that can conflict.
     ConflictError => [CONFLICT];
-    /// 413 of a route that reads a JSON body.
-    BodyErrors => [PAYLOAD_TOO_LARGE];
+    /// 408 and 413 of a route that reads a JSON body.
+    BodyErrors => [REQUEST_TIMEOUT, PAYLOAD_TOO_LARGE];
     /// 429 of a route that spends quota.
     QuotaError => [TOO_MANY_REQUESTS];
 }

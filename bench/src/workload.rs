@@ -19,7 +19,8 @@ pub fn code(run: &str, i: usize) -> String {
 /// The text the API renders for `code`.
 pub fn text(code: &str) -> String {
     let values = HashMap::from([("CODE".to_owned(), code.to_owned())]);
-    sms_shared::domain::template::render(TEMPLATE, &values).expect("the template has only CODE")
+    sms_shared::domain::template::render(TEMPLATE, &values, usize::MAX)
+        .expect("the template has only CODE")
 }
 
 /// One `POST /requests` of the run: which agent gets it and which messages it holds.

@@ -321,19 +321,42 @@ fn csv_writer() -> csv::Writer<Vec<u8>> {
         .from_writer(Vec::with_capacity(64 * 1024))
 }
 
+/// One export row. Free text written by clients and phones (`client_name`, `last_error`) is
+/// passed through [`inert`]; ids, statuses, numbers and times are written as they are, and so
+/// is `to` when it is an E.164 number (`+84901234567`, as the service stores every number).
 fn csv_record(row: &ExportRow) -> [String; 11] {
     let time = |t: Option<mongodb::bson::DateTime>| t.map(time::rfc3339).unwrap_or_default();
     [
         row.id.to_hex(),
         row.request_id.to_hex(),
-        row.client_name.clone(),
+        inert(&row.client_name),
         row.agent_id.to_hex(),
-        row.to.clone(),
+        if is_e164(&row.to) {
+            row.to.clone()
+        } else {
+            inert(&row.to)
+        },
         row.status.clone(),
         row.segments.to_string(),
         time::rfc3339(row.created_at),
         time(row.sent_at),
         time(row.delivered_at),
-        row.last_error.clone().unwrap_or_default(),
+        inert(row.last_error.as_deref().unwrap_or_default()),
     ]
+}
+
+/// A free-text cell that a spreadsheet will not run as a formula: as OWASP recommends for CSV
+/// injection, a cell starting with `=`, `+`, `-`, `@`, tab or carriage return (or NUL, as
+/// ASVS adds) gets a leading `'`, which spreadsheets take as "this is text".
+fn inert(text: &str) -> String {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r', '\0']) {
+        format!("'{text}")
+    } else {
+        text.to_owned()
+    }
+}
+
+fn is_e164(to: &str) -> bool {
+    to.strip_prefix('+')
+        .is_some_and(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
 }

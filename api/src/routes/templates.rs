@@ -295,7 +295,7 @@ async fn get_template(
         BodyErrors,
     )
 )]
-#[tracing::instrument(skip_all, fields(template_id = %id))]
+#[tracing::instrument(skip_all, fields(template_id = %sms_shared::telemetry::untrusted(&id)))]
 async fn update_template(
     State(state): State<AppState>,
     operator: Operator,

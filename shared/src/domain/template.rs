@@ -17,15 +17,68 @@ pub fn variables(content: &str) -> Vec<String> {
     out
 }
 
-/// Fills every placeholder; returns the names left unfilled when some are missing.
-pub fn render(content: &str, values: &HashMap<String, String>) -> Result<String, Vec<String>> {
-    let mut out = String::with_capacity(content.len() + 16);
-    let mut missing = Vec::new();
+/// Why [`render`] gave no text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    /// Placeholders without a value, in order of first appearance.
+    #[error("missing {}", .0.join(", "))]
+    Missing(Vec<String>),
+    /// The text would be longer than this many characters.
+    #[error("rendered text is longer than {0} characters")]
+    TooLong(usize),
+}
+
+/// Fills every placeholder, giving a text of at most `max_chars` characters.
+///
+/// Rendering stops adding text as soon as the next piece would pass `max_chars`, so a huge
+/// value repeated by many placeholders never builds a string larger than the limit (the
+/// buffer stays within `max_chars` × 4 bytes). Missing values are reported before length:
+/// every placeholder is still checked after the text stopped growing.
+pub fn render(
+    content: &str,
+    values: &HashMap<String, String>,
+    max_chars: usize,
+) -> Result<String, RenderError> {
+    let mut out = String::new();
+    render_into(&mut out, content, values, max_chars)?;
+    Ok(out)
+}
+
+fn render_into(
+    out: &mut String,
+    content: &str,
+    values: &HashMap<String, String>,
+    max_chars: usize,
+) -> Result<(), RenderError> {
+    let max_bytes = max_chars.saturating_mul(4);
+    out.reserve_exact(content.len().min(max_bytes));
+    let mut chars = 0;
+    let mut too_long = false;
+    let mut append = |piece: &str| {
+        if too_long {
+            return;
+        }
+        let room = max_chars - chars;
+        let n = piece.chars().take(room.saturating_add(1)).count();
+        if n > room {
+            too_long = true;
+            return;
+        }
+        if out.capacity() - out.len() < piece.len() {
+            // Amortised doubling, but never past the largest text the limit allows.
+            let doubled = out.capacity().saturating_mul(2).min(max_bytes);
+            let target = doubled.max(out.len() + piece.len());
+            out.reserve_exact(target - out.len());
+        }
+        out.push_str(piece);
+        chars += n;
+    };
+    let mut missing: Vec<String> = Vec::new();
     let mut last = 0;
     for (start, name) in placeholders(content) {
-        out.push_str(&content[last..start]);
+        append(&content[last..start]);
         match values.get(name) {
-            Some(v) => out.push_str(v),
+            Some(v) => append(v),
             None => {
                 if !missing.iter().any(|m| m == name) {
                     missing.push(name.to_owned());
@@ -34,11 +87,13 @@ pub fn render(content: &str, values: &HashMap<String, String>) -> Result<String,
         }
         last = start + name.len() + 2;
     }
-    out.push_str(&content[last..]);
-    if missing.is_empty() {
-        Ok(out)
+    append(&content[last..]);
+    if !missing.is_empty() {
+        Err(RenderError::Missing(missing))
+    } else if too_long {
+        Err(RenderError::TooLong(max_chars))
     } else {
-        Err(missing)
+        Ok(())
     }
 }
 
@@ -93,22 +148,24 @@ mod tests {
         assert!(variables("no {} {1A} {a-b} { X } placeholders").is_empty());
     }
 
+    const LIMIT: usize = 1600;
+
     #[test]
     fn renders_and_reports_missing() {
         assert_eq!(
-            render("Ma OTP {CODE} {CODE}", &vars(&[("CODE", "123")])).unwrap(),
+            render("Ma OTP {CODE} {CODE}", &vars(&[("CODE", "123")]), LIMIT).unwrap(),
             "Ma OTP 123 123"
         );
         assert_eq!(
-            render("{A} và {B} {A}", &vars(&[])).unwrap_err(),
-            vec!["A", "B"]
+            render("{A} và {B} {A}", &vars(&[]), LIMIT).unwrap_err(),
+            RenderError::Missing(vec!["A".into(), "B".into()])
         );
     }
 
     #[test]
     fn literal_braces_survive() {
         assert_eq!(
-            render("{x-y} {} {Z}", &vars(&[("Z", "1")])).unwrap(),
+            render("{x-y} {} {Z}", &vars(&[("Z", "1")]), LIMIT).unwrap(),
             "{x-y} {} 1"
         );
     }
@@ -116,8 +173,63 @@ mod tests {
     #[test]
     fn multibyte_text_around_placeholders() {
         assert_eq!(
-            render("Mã: {CODE} — cảm ơn", &vars(&[("CODE", "42")])).unwrap(),
+            render("Mã: {CODE} — cảm ơn", &vars(&[("CODE", "42")]), LIMIT).unwrap(),
             "Mã: 42 — cảm ơn"
         );
+    }
+
+    #[test]
+    fn the_limit_counts_characters_not_bytes() {
+        let values = vars(&[("A", "ầ")]);
+        assert_eq!(render("{A}{A}{A}", &values, 3).unwrap(), "ầầầ");
+        assert_eq!(
+            render("{A}{A}{A}{A}", &values, 3).unwrap_err(),
+            RenderError::TooLong(3)
+        );
+        assert_eq!(
+            render("abcd", &values, 3).unwrap_err().to_string(),
+            "rendered text is longer than 3 characters"
+        );
+    }
+
+    #[test]
+    fn missing_values_are_reported_even_past_the_limit() {
+        let values = vars(&[("BIG", &"x".repeat(100))]);
+        assert_eq!(
+            render("{BIG} {BIG} {LATE}", &values, 150).unwrap_err(),
+            RenderError::Missing(vec!["LATE".into()])
+        );
+    }
+
+    #[test]
+    fn a_huge_value_in_many_placeholders_never_grows_past_the_limit() {
+        let limit = 1600;
+        let content = "{V}".repeat(1000);
+        for value in ["x".repeat(2_000_000), "ầ".repeat(700_000), "ab".repeat(500)] {
+            let values = vars(&[("V", &value)]);
+            let mut out = String::new();
+            let result = render_into(&mut out, &content, &values, limit);
+            assert_eq!(result, Err(RenderError::TooLong(limit)));
+            assert!(
+                out.chars().count() <= limit,
+                "{} chars",
+                out.chars().count()
+            );
+            assert!(
+                out.capacity() <= limit * 4,
+                "buffer of {} bytes for a {limit}-character limit",
+                out.capacity()
+            );
+        }
+    }
+
+    #[test]
+    fn many_small_pieces_stay_within_the_bound_up_to_the_limit() {
+        let limit = 1000;
+        let values = vars(&[("V", "ầ")]);
+        let mut out = String::new();
+        render_into(&mut out, &"{V}".repeat(limit), &values, limit).unwrap();
+        assert_eq!(out.chars().count(), limit);
+        assert!(out.capacity() <= limit * 4);
     }
 }

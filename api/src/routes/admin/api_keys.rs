@@ -109,7 +109,7 @@ struct ApiKeyList {
         BodyErrors,
     )
 )]
-#[tracing::instrument(skip_all, fields(client_name = %body.client_name))]
+#[tracing::instrument(skip_all, fields(client_name = %sms_shared::telemetry::untrusted(&body.client_name)))]
 async fn create_api_key(
     State(state): State<AppState>,
     operator: Operator,

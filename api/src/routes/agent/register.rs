@@ -169,7 +169,7 @@ fn rotation_conflict() -> ApiError {
         BodyErrors,
     )
 )]
-#[tracing::instrument(skip_all, fields(device_id = %body.device_id))]
+#[tracing::instrument(skip_all, fields(device_id = %sms_shared::telemetry::untrusted(&body.device_id)))]
 async fn register_agent(
     State(state): State<AppState>,
     bearer: BearerProof,

@@ -256,24 +256,17 @@ fn render(
                 ),
             }
         }
-        let text = match template::render(&template.content, &values) {
-            Ok(text) if text.chars().count() > rules.max_text_length => {
-                push(
-                    &mut errors,
-                    format!("messages[{i}].text"),
-                    format!(
-                        "rendered text is longer than {} characters",
-                        rules.max_text_length
-                    ),
-                );
+        let text = match template::render(&template.content, &values, rules.max_text_length) {
+            Ok(text) => Some(text),
+            Err(e @ template::RenderError::TooLong(_)) => {
+                push(&mut errors, format!("messages[{i}].text"), e.to_string());
                 None
             }
-            Ok(text) => Some(text),
-            Err(missing) => {
+            Err(e @ template::RenderError::Missing(_)) => {
                 push(
                     &mut errors,
                     format!("messages[{i}].variables"),
-                    format!("missing {}", missing.join(", ")),
+                    e.to_string(),
                 );
                 None
             }
