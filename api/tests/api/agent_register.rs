@@ -318,10 +318,15 @@ async fn with_a_secret_in_force_the_secret_proves_and_refusals_look_alike() {
     assert_eq!(heartbeat(&app, &first).await, StatusCode::UNAUTHORIZED);
     assert_eq!(heartbeat(&app, &second).await, StatusCode::OK);
 
-    // An operator may register and rotate without the secret.
+    // An operator's JWT does not replace the secret either; with it, the operator is the proof.
     let res = register(&app, Auth::Operator, json!({"device_id": "phone-2"})).await;
+    refused(res, "UNAUTHORIZED").await;
+    assert_eq!(app.count("agents", doc! {"device_id": "phone-2"}).await, 0);
+    let with_secret =
+        |device: &str| json!({"device_id": device, "registration_secret": "env-secret"});
+    let res = register(&app, Auth::Operator, with_secret("phone-2")).await;
     assert_eq!(res.status(), StatusCode::CREATED);
-    let res = register(&app, Auth::Operator, json!({"device_id": "phone-1"})).await;
+    let res = register(&app, Auth::Operator, with_secret("phone-1")).await;
     assert_eq!(res.status(), StatusCode::OK);
 
     let audit: Vec<(String, String, String)> = token_audit(&app)

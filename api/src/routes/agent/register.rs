@@ -41,7 +41,7 @@ struct RegisterAgent {
     /// A name for operators (at most 128 characters); the `device_id` when absent.
     #[schema(max_length = 128)]
     label: Option<String>,
-    /// Required when a registration secret is configured (unless an operator JWT is sent).
+    /// Required when a registration secret is configured.
     registration_secret: Option<String>,
     /// For a known `device_id`: `false` keeps the old token (and answers `agent_token: null`);
     /// default `true`.
@@ -180,9 +180,9 @@ async fn register_agent(
         Some(expected) => {
             let given = body.registration_secret.as_deref().unwrap_or("");
             let proved = token::digests_equal(&token::digest(given), &token::digest(&expected));
-            // A secret in force keeps everyone else out, whether the device is known or not
-            // (so the answer reveals nothing); operators may act without it.
-            if !proved && !matches!(bearer, BearerProof::Operator(_)) {
+            // A secret in force keeps everyone out who lacks it, whether the device is known or
+            // not (so the answer reveals nothing), as the seed's registration did.
+            if !proved {
                 return Err(ApiError::Unauthorized);
             }
             proved
