@@ -17,6 +17,7 @@ pub mod agents;
 pub mod api_keys;
 pub mod audit_logs;
 pub mod dedup;
+pub mod jobs;
 pub mod messages;
 pub mod quota;
 pub mod reports;
@@ -38,6 +39,7 @@ pub struct Db {
     pub templates: templates::Templates,
     pub requests: requests::Requests,
     pub messages: messages::Messages,
+    pub jobs: jobs::Jobs,
     pub reports: reports::Reports,
     pub dedup: dedup::Dedup,
     pub stats: stats::Stats,
@@ -71,6 +73,7 @@ impl Db {
             templates: templates::Templates::new(&database),
             requests: requests::Requests::new(&database),
             messages: messages::Messages::new(&database),
+            jobs: jobs::Jobs::new(&database),
             reports: reports::Reports::new(&database),
             dedup: dedup::Dedup::new(&database),
             stats: stats::Stats::new(&database),
@@ -116,6 +119,10 @@ impl Db {
             .create_indexes()
             .await
             .context("sms_messages indexes")?;
+        self.jobs
+            .create_indexes()
+            .await
+            .context("sms_jobs indexes")?;
         self.dedup.create_indexes().await.context("dedup indexes")?;
         self.stats.create_indexes().await.context("stats indexes")?;
         self.quota
