@@ -158,6 +158,18 @@ pub(crate) async fn ensure_indexes<T: Send + Sync>(
     coll.create_indexes(models).await.map(|_| ())
 }
 
+/// Drops the indexes of `coll` named in `names` that exist.
+pub(crate) async fn drop_indexes<T: Send + Sync>(
+    coll: &mongodb::Collection<T>,
+    names: &[&str],
+) -> mongodb::error::Result<()> {
+    let existing = coll.list_index_names().await.unwrap_or_default();
+    for name in names.iter().filter(|n| existing.iter().any(|e| e == *n)) {
+        coll.drop_index(*name).await?;
+    }
+    Ok(())
+}
+
 /// Shorthand for an index with options.
 pub(crate) fn index(
     keys: mongodb::bson::Document,

@@ -221,17 +221,10 @@ impl Messages {
                     "status_created",
                 ),
                 super::index(doc! {"to": 1, "created_at": -1}, false, "to_created"),
-                super::index(
-                    doc! {"agent_id": 1, "staged": 1, "status": 1, "priority_weight": -1, "created_at": 1},
-                    false,
-                    "lease_queue",
-                ),
-                super::index(doc! {"published": 1, "created_at": 1}, false, "outbox"),
-                super::index(doc! {"staged": 1, "published_at": 1}, false, "unstaged"),
-                super::index(doc! {"status": 1, "sending_at": 1}, false, "sending_timeout"),
             ],
         )
-        .await
+        .await?;
+        self.create_outbox_indexes().await
     }
 
     /// Inserts a request's messages in bulk (the driver splits large batches).
