@@ -64,8 +64,9 @@ pub fn issue_token(jwt: &JwtConfig, args: &IssueToken) -> anyhow::Result<String>
     JwtKeys::new(jwt).issue_for(&args.sub, chrono::Duration::minutes(minutes))
 }
 
-/// Creates every index of every collection, then gives every live message that has none its
-/// job (an upgrade from a version without `sms_jobs`, or a restore).
+/// Creates every index of every collection (and the retention TTL index as
+/// `MESSAGE_RETENTION_DAYS` says), then gives every live message that has none its job (an
+/// upgrade from a version without `sms_jobs`, or a restore).
 pub async fn create_indexes(db: &Db) -> anyhow::Result<()> {
     db.create_indexes().await?;
     tracing::info!("indexes are in place");

@@ -18,5 +18,6 @@ mod outbox;
 mod reconciler;
 mod reports;
 mod requests;
+mod retention;
 mod staging;
 mod templates;

@@ -45,6 +45,8 @@ pub struct Db {
     pub stats: stats::Stats,
     pub quota: quota::Quota,
     pub agent_rate: agent_rate::AgentRate,
+    /// `MESSAGE_RETENTION_DAYS`, applied by [`Db::create_indexes`]; `None` keeps messages forever.
+    pub message_retention: Option<Duration>,
 }
 
 impl Db {
@@ -60,7 +62,9 @@ impl Db {
             options.max_pool_size = Some(50);
         }
         let client = Client::with_options(options).context("creating MongoDB client")?;
-        Ok(Self::new(client.database(&config.db)))
+        let mut db = Self::new(client.database(&config.db));
+        db.message_retention = config.message_retention;
+        Ok(db)
     }
 
     pub fn new(database: Database) -> Self {
@@ -79,6 +83,7 @@ impl Db {
             stats: stats::Stats::new(&database),
             quota: quota::Quota::new(&database),
             agent_rate: agent_rate::AgentRate::new(&database),
+            message_retention: None,
             database,
         }
     }
@@ -119,6 +124,10 @@ impl Db {
             .create_indexes()
             .await
             .context("sms_messages indexes")?;
+        self.messages
+            .apply_retention(self.message_retention)
+            .await
+            .context("sms_messages retention index")?;
         self.jobs
             .create_indexes()
             .await

@@ -9,7 +9,8 @@
 //! - `leasing.rs`: recording on the messages the leases polls took on their jobs;
 //! - `status_reports.rs`: applying an agent's report of what became of a message;
 //! - `reconcile.rs`: failing messages whose job stayed in `SENDING` too long;
-//! - `transition.rs`: status changes and the counters they move (each counted once).
+//! - `transition.rs`: status changes and the counters they move (each counted once);
+//! - `retention.rs`: the TTL index removing settled messages after `MESSAGE_RETENTION_DAYS`.
 //!
 //! The live work (what phones may lease or hold) is in `db::jobs`; these documents are the
 //! history.
@@ -24,12 +25,14 @@ use crate::domain::status::Status;
 mod leasing;
 mod outbox;
 mod reconcile;
+mod retention;
 mod staging;
 mod status_reports;
 mod transition;
 
 pub use leasing::Recorded;
 pub use outbox::OutboxRow;
+pub use retention::{RetentionChange, RETENTION_INDEX};
 pub use status_reports::{Report, ReportOutcome, MAX_ERROR_CHARS};
 pub use transition::{count_transitions, gathered, settles};
 
@@ -77,7 +80,7 @@ pub struct Message {
     pub failed_at: Option<DateTime>,
     #[serde(default)]
     pub last_error: Option<String>,
-    /// When it reached `SENT`, `DELIVERED`, `FAILED` or `CANCELED`.
+    /// When it reached `SENT`, `DELIVERED`, `FAILED` or `CANCELED` (the retention clock).
     #[serde(default)]
     pub settled_at: Option<DateTime>,
 }
