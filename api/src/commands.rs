@@ -40,7 +40,7 @@ impl Cli {
 pub enum Command {
     /// Run the HTTP API (the default); with SEED_ADMIN=1, create the indexes and the seed admin first.
     Serve,
-    /// Create every MongoDB index (idempotent), then exit.
+    /// Create every MongoDB index (idempotent) and give live messages without one their job, then exit.
     CreateIndexes,
     /// Create the operator SEED_ADMIN_USERNAME / SEED_ADMIN_PASSWORD unless it exists, then exit.
     SeedAdmin,
@@ -90,10 +90,20 @@ pub fn issue_token(jwt: &JwtConfig, args: &IssueToken) -> anyhow::Result<String>
     JwtKeys::new(jwt).issue_for(&args.sub, chrono::Duration::minutes(minutes))
 }
 
-/// Creates every index of every collection.
+/// Creates every index of every collection (and the retention TTL index as
+/// `MESSAGE_RETENTION_DAYS` says), then gives every live message that has none its job (an
+/// upgrade from a version without `sms_jobs`, or a restore).
 pub async fn create_indexes(db: &Db) -> anyhow::Result<()> {
     db.create_indexes().await?;
     tracing::info!("indexes are in place");
+    let restored = db
+        .jobs
+        .restore_missing(&db.messages, sms_shared::time::bson_now())
+        .await
+        .context("restoring the jobs of live messages")?;
+    if restored > 0 {
+        tracing::info!(restored, "live messages without a job got one");
+    }
     Ok(())
 }
 

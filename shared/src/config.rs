@@ -118,11 +118,14 @@ impl<'a> Env<'a> {
     }
 }
 
-/// MongoDB connection.
+/// MongoDB connection, and how long it keeps message history.
 #[derive(Debug, Clone)]
 pub struct MongoConfig {
     pub uri: String,
     pub db: String,
+    /// `MESSAGE_RETENTION_DAYS`: settled messages older than this are removed by the database's
+    /// TTL index (`sms-api create-indexes` manages it); `None` keeps them forever.
+    pub message_retention: Option<Duration>,
 }
 
 impl MongoConfig {
@@ -138,7 +141,18 @@ impl MongoConfig {
         if db.contains(['/', '\\', '.', ' ', '"', '$']) {
             return Err(ConfigError::new("MONGO_DB", "is not a valid database name"));
         }
-        Ok(Self { uri, db })
+        let message_retention = match env.get("MESSAGE_RETENTION_DAYS") {
+            None => None,
+            Some(_) => {
+                let days: u64 = env.ranged("MESSAGE_RETENTION_DAYS", 1, 1, 36_500)?;
+                Some(Duration::from_secs(days * 86_400))
+            }
+        };
+        Ok(Self {
+            uri,
+            db,
+            message_retention,
+        })
     }
 }
 
@@ -348,6 +362,21 @@ mod tests {
     fn fractional_anti_dup_minutes() {
         let rules = RulesConfig::from_env(&env(&[("ANTI_DUP_MINUTES", "0.05")])).unwrap();
         assert_eq!(rules.anti_dup_window, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn message_retention_is_off_unless_set() {
+        let mongo = MongoConfig::from_env(&env(&[])).unwrap();
+        assert_eq!(mongo.message_retention, None);
+        let mongo = MongoConfig::from_env(&env(&[("MESSAGE_RETENTION_DAYS", "90")])).unwrap();
+        assert_eq!(
+            mongo.message_retention,
+            Some(Duration::from_secs(90 * 86_400))
+        );
+        for bad in ["0", "forever", "-1"] {
+            let err = MongoConfig::from_env(&env(&[("MESSAGE_RETENTION_DAYS", bad)])).unwrap_err();
+            assert_eq!(err.var, "MESSAGE_RETENTION_DAYS");
+        }
     }
 
     #[test]

@@ -1,17 +1,27 @@
 //! The reconciler: a phone that died after reporting `SENDING` never says what happened, and such
-//! a message must not be sent twice. Every `RECONCILE_INTERVAL_MS` this loop fails messages stuck
-//! in `SENDING` longer than `SENDING_TIMEOUT_SECONDS` with `SENDING_TIMEOUT`, and refreshes the
-//! per-agent in-flight gauge. Every API replica may run it: both steps are idempotent.
+//! a message must not be sent twice. Every `RECONCILE_INTERVAL_MS` this loop fails the messages
+//! whose jobs stayed in `SENDING` longer than `SENDING_TIMEOUT_SECONDS` with `SENDING_TIMEOUT`,
+//! then removes those jobs, and refreshes the per-agent in-flight gauge. Both read `sms_jobs`
+//! only. Every API replica may run it: each message is failed (and counted) by the one write
+//! that changed it, and a crash between the message and its job leaves a job the next pass
+//! finishes.
 
 use std::collections::HashSet;
 
 use anyhow::Context;
-use mongodb::bson::DateTime;
+use futures::StreamExt;
+use mongodb::bson::{oid::ObjectId, DateTime};
+use sms_shared::db::messages::{count_transitions, gathered};
 use sms_shared::time;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::state::AppState;
+
+/// Timed-out jobs handled per round of a pass.
+const TIMEOUT_BATCH: i64 = 500;
+/// Messages failed at once.
+const TIMEOUT_CONCURRENCY: usize = 16;
 
 /// What one pass did.
 #[derive(Debug, Clone, Default)]
@@ -58,10 +68,7 @@ pub async fn reconcile(state: &AppState) -> anyhow::Result<Pass> {
     let timeout_ms =
         i64::try_from(state.config.rules.sending_timeout.as_millis()).unwrap_or(i64::MAX);
     let cutoff = DateTime::from_millis(now.timestamp_millis().saturating_sub(timeout_ms));
-    let timed_out = state
-        .db
-        .messages
-        .fail_sending_timeouts(cutoff, now)
+    let timed_out = fail_timeouts(state, cutoff, now)
         .await
         .context("failing timed-out SENDING messages")?;
     if timed_out > 0 {
@@ -70,7 +77,7 @@ pub async fn reconcile(state: &AppState) -> anyhow::Result<Pass> {
     }
     let in_flight: Vec<(String, i64)> = state
         .db
-        .messages
+        .jobs
         .in_flight_by_agent(now)
         .await
         .context("counting messages in flight")?
@@ -88,4 +95,32 @@ pub async fn reconcile(state: &AppState) -> anyhow::Result<Pass> {
         timed_out,
         in_flight,
     })
+}
+
+/// Fails the message of every job in `SENDING` since `cutoff` or earlier, counts the changes,
+/// then removes those jobs. Returns how many messages this pass failed.
+async fn fail_timeouts(
+    state: &AppState,
+    cutoff: DateTime,
+    now: DateTime,
+) -> mongodb::error::Result<u64> {
+    let db = &state.db;
+    let mut failed = 0;
+    loop {
+        let jobs = db.jobs.sending_since(cutoff, TIMEOUT_BATCH).await?;
+        let ids: Vec<ObjectId> = jobs.iter().map(|j| j.id).collect();
+        let results: Vec<_> = futures::stream::iter(ids.clone())
+            .map(|id| db.messages.fail_sending_timeout(id, now))
+            .buffer_unordered(TIMEOUT_CONCURRENCY)
+            .collect()
+            .await;
+        let (moved, done) = gathered(results);
+        failed += moved.len() as u64;
+        count_transitions(&db.stats, &moved).await;
+        done?;
+        db.jobs.remove_timed_out(&ids, cutoff).await?;
+        if (ids.len() as i64) < TIMEOUT_BATCH {
+            return Ok(failed);
+        }
+    }
 }

@@ -1,5 +1,5 @@
 //! `spawn_app()` and a `TestApp` with one helper per endpoint; the agent protocol's fixtures
-//! are in `helpers/agent.rs`.
+//! are in `helpers/agent.rs`, those of jobs and counters in `helpers/live.rs`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,7 +12,9 @@ use sms_shared::db::Db;
 use tokio::sync::oneshot;
 
 mod agent;
+mod live;
 pub use agent::*;
+pub use live::*;
 
 pub const ADMIN_USER: &str = "admin";
 pub const ADMIN_PASSWORD: &str = "correct horse battery staple";

@@ -1,7 +1,10 @@
 //! The outbox: messages whose events never reached RabbitMQ, or never got staged, are published
-//! again, so a broker outage delays messages but loses none.
+//! again, so a broker outage delays messages but loses none. Its sweeps read partial indexes;
+//! the lease and outbox indexes of earlier versions are retired.
 
+use futures::TryStreamExt;
 use mongodb::bson::doc;
+use mongodb::IndexModel;
 use reqwest::StatusCode;
 
 use crate::helpers::*;
@@ -92,4 +95,62 @@ async fn confirmed_events_that_never_staged_are_published_again() {
         "lost events were not replaced"
     );
     dispatcher.stop().await;
+}
+
+#[tokio::test]
+async fn create_indexes_retires_the_lease_indexes_of_sms_messages() {
+    let app = spawn_app().await;
+    let coll = app.db.messages.collection();
+    let old = IndexModel::builder()
+        .keys(
+            doc! {"agent_id": 1, "staged": 1, "status": 1, "priority_weight": -1, "created_at": 1},
+        )
+        .options(
+            mongodb::options::IndexOptions::builder()
+                .name("lease_queue".to_owned())
+                .build(),
+        )
+        .build();
+    coll.create_index(old).await.unwrap();
+    sms_api::commands::create_indexes(&app.db).await.unwrap();
+    let indexes = || async {
+        let found: Vec<IndexModel> = coll
+            .list_indexes()
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        found
+    };
+    let names: Vec<String> = indexes()
+        .await
+        .into_iter()
+        .filter_map(|i| i.options.and_then(|o| o.name))
+        .collect();
+    for retired in ["lease_queue", "sending_timeout", "outbox", "unstaged"] {
+        assert!(
+            !names.iter().any(|n| n == retired),
+            "{retired} in {names:?}"
+        );
+    }
+    let partial: Vec<(String, bool)> = indexes()
+        .await
+        .into_iter()
+        .filter_map(|i| i.options)
+        .map(|o| {
+            (
+                o.name.unwrap_or_default(),
+                o.partial_filter_expression.is_some(),
+            )
+        })
+        .filter(|(n, _)| n.starts_with("outbox_"))
+        .collect();
+    assert_eq!(
+        partial,
+        [
+            ("outbox_unpublished".to_owned(), true),
+            ("outbox_unstaged".to_owned(), true)
+        ]
+    );
 }

@@ -65,7 +65,7 @@ fn one_day(d: &'static str, next: &'static str) -> Q {
 async fn a_recount_repairs_lost_and_stale_counts_of_the_days_it_covers() {
     let app = spawn_app().await;
     let traffic = seed_traffic(&app).await;
-    recount(&app).await;
+    rebuild_counters(&app).await;
     lose_a_count(&app, "2026-11-25").await;
     lose_a_count(&app, "2026-11-26").await;
     // Counts on a day that has no messages (a count applied for a message never stored).
@@ -189,7 +189,7 @@ async fn a_recount_while_transitions_flow_ends_equal_to_the_messages() {
 async fn a_transition_between_counting_and_writing_sends_its_day_round_again() {
     let app = spawn_app().await;
     let traffic = seed_traffic(&app).await;
-    recount(&app).await;
+    rebuild_counters(&app).await;
     let sending = raw_messages(&app)
         .find_one(doc! {
             "created_at": {"$gte": at("2026-11-25T00:00:00Z"), "$lt": at("2026-11-26T00:00:00Z")},
@@ -255,7 +255,7 @@ impl Plan {
 async fn every_summary_query_runs_on_its_index() {
     let app = spawn_app().await;
     let traffic = seed_traffic(&app).await;
-    recount(&app).await;
+    rebuild_counters(&app).await;
     let mut seen: Vec<&str> = Vec::new();
     for q in queries(&traffic, &RANGES) {
         for query in sms_shared::db::stats::queries(&filter_of(&q)) {

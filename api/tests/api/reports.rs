@@ -87,7 +87,7 @@ async fn seed(app: &TestApp) -> Fixture {
         delivered, sent, failed, pending, canceled, delivered2, sending, failed2, assigned,
     ];
     app.db.messages.insert_many(&messages).await.unwrap();
-    crate::summary_counters::recount(app).await;
+    crate::summary_counters::rebuild_counters(app).await;
     Fixture {
         agent1,
         agent2,

@@ -25,7 +25,7 @@ pub fn at(rfc3339: &str) -> DateTime {
 }
 
 /// Rebuilds every counter from the messages, as `sms-api recount-stats --settle-ms 0` does.
-pub async fn recount(app: &TestApp) -> Recounted {
+pub async fn rebuild_counters(app: &TestApp) -> Recounted {
     let args = RecountStats {
         from: None,
         to: None,
@@ -370,7 +370,7 @@ pub async fn assert_summaries_match_messages(app: &TestApp, queries: &[Q]) {
 async fn summaries_equal_a_count_of_the_messages_for_every_range_and_filter() {
     let app = spawn_app().await;
     let traffic = seed_traffic(&app).await;
-    let done = recount(&app).await;
+    let done = rebuild_counters(&app).await;
     let oldest = chrono::NaiveDate::from_ymd_opt(2026, 11, 24).unwrap();
     let today = chrono::Utc::now().date_naive();
     let days = (today - oldest).num_days() + 1;
@@ -465,7 +465,7 @@ async fn counters(app: &TestApp) -> Vec<Document> {
 async fn transitions_keep_the_counters_equal_to_the_messages() {
     let app = spawn_app().await;
     let traffic = seed_traffic(&app).await;
-    recount(&app).await;
+    rebuild_counters(&app).await;
     let agent = Some(traffic.agents[2]);
     // New messages, a pool's leases, sends, deliveries, failures and cancels.
     let new = message(
@@ -503,7 +503,7 @@ async fn transitions_keep_the_counters_equal_to_the_messages() {
     let before = counters(&app).await;
     assert_summaries_match_messages(&app, &queries(&traffic, &RANGES[..6])).await;
 
-    recount(&app).await;
+    rebuild_counters(&app).await;
     assert_eq!(
         counters(&app).await,
         before,

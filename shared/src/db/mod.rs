@@ -17,6 +17,7 @@ pub mod agents;
 pub mod api_keys;
 pub mod audit_logs;
 pub mod dedup;
+pub mod jobs;
 pub mod login_throttle;
 pub mod messages;
 pub mod quota;
@@ -39,12 +40,15 @@ pub struct Db {
     pub templates: templates::Templates,
     pub requests: requests::Requests,
     pub messages: messages::Messages,
+    pub jobs: jobs::Jobs,
     pub reports: reports::Reports,
     pub dedup: dedup::Dedup,
     pub login_throttle: login_throttle::LoginThrottle,
     pub stats: stats::Stats,
     pub quota: quota::Quota,
     pub agent_rate: agent_rate::AgentRate,
+    /// `MESSAGE_RETENTION_DAYS`, applied by [`Db::create_indexes`]; `None` keeps messages forever.
+    pub message_retention: Option<Duration>,
 }
 
 impl Db {
@@ -60,7 +64,9 @@ impl Db {
             options.max_pool_size = Some(50);
         }
         let client = Client::with_options(options).context("creating MongoDB client")?;
-        Ok(Self::new(client.database(&config.db)))
+        let mut db = Self::new(client.database(&config.db));
+        db.message_retention = config.message_retention;
+        Ok(db)
     }
 
     pub fn new(database: Database) -> Self {
@@ -73,12 +79,14 @@ impl Db {
             templates: templates::Templates::new(&database),
             requests: requests::Requests::new(&database),
             messages: messages::Messages::new(&database),
+            jobs: jobs::Jobs::new(&database),
             reports: reports::Reports::new(&database),
             dedup: dedup::Dedup::new(&database),
             login_throttle: login_throttle::LoginThrottle::new(&database),
             stats: stats::Stats::new(&database),
             quota: quota::Quota::new(&database),
             agent_rate: agent_rate::AgentRate::new(&database),
+            message_retention: None,
             database,
         }
     }
@@ -119,6 +127,14 @@ impl Db {
             .create_indexes()
             .await
             .context("sms_messages indexes")?;
+        self.messages
+            .apply_retention(self.message_retention)
+            .await
+            .context("sms_messages retention index")?;
+        self.jobs
+            .create_indexes()
+            .await
+            .context("sms_jobs indexes")?;
         self.dedup.create_indexes().await.context("dedup indexes")?;
         self.login_throttle
             .create_indexes()
@@ -156,6 +172,18 @@ pub(crate) async fn ensure_indexes<T: Send + Sync>(
     models: Vec<mongodb::IndexModel>,
 ) -> mongodb::error::Result<()> {
     coll.create_indexes(models).await.map(|_| ())
+}
+
+/// Drops the indexes of `coll` named in `names` that exist.
+pub(crate) async fn drop_indexes<T: Send + Sync>(
+    coll: &mongodb::Collection<T>,
+    names: &[&str],
+) -> mongodb::error::Result<()> {
+    let existing = coll.list_index_names().await.unwrap_or_default();
+    for name in names.iter().filter(|n| existing.iter().any(|e| e == *n)) {
+        coll.drop_index(*name).await?;
+    }
+    Ok(())
 }
 
 /// Shorthand for an index with options.

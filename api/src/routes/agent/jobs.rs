@@ -1,10 +1,16 @@
 //! `GET /agent/jobs/next`: an agent leases its next jobs, highest priority first, paced by
 //! `AGENT_RATE_LIMIT_PER_MIN`.
+//!
+//! The handler is its steps: reserve the pacing allowance → claim jobs in `sms_jobs` (live work
+//! only, whatever the history) → record the lease on their messages and count
+//! `PENDING → ASSIGNED` → give back the unused allowance. A job is handed out only once its
+//! message carries the lease.
 
 use axum::extract::State;
-use mongodb::bson::DateTime;
+use mongodb::bson::{oid::ObjectId, DateTime};
 use serde::{Deserialize, Serialize};
-use sms_shared::db::messages::Message;
+use sms_shared::db::jobs::Job as LeasedJob;
+use sms_shared::db::messages::count_transitions;
 use sms_shared::time::{self, serde_rfc3339};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -60,19 +66,19 @@ struct Job {
 }
 
 impl Job {
-    fn from_leased(m: Message, lease_id: &str, expires: DateTime) -> Self {
+    fn from_leased(j: LeasedJob, lease_id: &str, expires: DateTime) -> Self {
         Self {
-            message_id: m.id.to_hex(),
-            id: m.id.to_hex(),
-            request_id: m.request_id.to_hex(),
-            to: m.to,
-            text: m.text,
-            lease_id: m.lease_id.unwrap_or_else(|| lease_id.to_owned()),
-            lease_expires_at: m.lease_expires_at.unwrap_or(expires),
-            priority_weight: m.priority_weight,
-            attempts: m.attempts,
-            segments: m.segments,
-            encoding: m.encoding,
+            message_id: j.id.to_hex(),
+            id: j.id.to_hex(),
+            request_id: j.request_id.to_hex(),
+            to: j.to,
+            text: j.text,
+            lease_id: j.lease_id.unwrap_or_else(|| lease_id.to_owned()),
+            lease_expires_at: j.lease_expires_at.unwrap_or(expires),
+            priority_weight: j.priority_weight,
+            attempts: j.attempts,
+            segments: j.segments,
+            encoding: j.encoding,
         }
     }
 }
@@ -131,40 +137,68 @@ async fn lease_jobs(
     let lease_id = uuid::Uuid::new_v4().to_string();
     let lease_for = std::time::Duration::from_secs(rules.lease_seconds.unsigned_abs());
     let now = time::to_bson(now);
-    let leased = match state
-        .db
-        .messages
-        .lease(agent.id, grant.allowed, &lease_id, lease_for, now)
-        .await
-    {
+    let leased = lease(&state, agent.id, grant.allowed, &lease_id, lease_for, now).await;
+    let (leased, re_leased) = match leased {
         Ok(leased) => leased,
         Err(e) => {
-            // Give the allowance back; failing that, it only lapses with the window.
+            // Give the allowance back; failing that, it only lapses with the window. Jobs
+            // claimed but not handed out are leased again when their lease runs out.
             let _ = state.db.agent_rate.settle(grant.reservation, 0).await;
             return Err(e.into());
         }
     };
-    let count = leased.messages.len() as i64;
+    let count = leased.len() as i64;
     state.db.agent_rate.settle(grant.reservation, count).await?;
     state.metrics.leases.inc_by(count as u64);
-    state.metrics.lease_expiries.inc_by(leased.re_leased);
+    state.metrics.lease_expiries.inc_by(re_leased);
     if count > 0 {
-        tracing::info!(
-            leased = count,
-            re_leased = leased.re_leased,
-            %lease_id,
-            "jobs leased"
-        );
+        tracing::info!(leased = count, re_leased, %lease_id, "jobs leased");
     }
     let expires = DateTime::from_millis(now.timestamp_millis() + lease_for.as_millis() as i64);
     let jobs: Vec<Job> = leased
-        .messages
         .into_iter()
-        .map(|m| Job::from_leased(m, &lease_id, expires))
+        .map(|j| Job::from_leased(j, &lease_id, expires))
         .collect();
     let retry_after_seconds = jobs.is_empty().then_some(IDLE_RETRY_SECONDS);
     Ok(Json(JobsResponse {
         jobs,
         retry_after_seconds,
     }))
+}
+
+/// Claims up to `limit` jobs for `agent` under `lease_id` and records the lease on their
+/// messages; returns the jobs to hand out (in lease order) and how many of them were leased
+/// again after their lease ran out.
+async fn lease(
+    state: &AppState,
+    agent: ObjectId,
+    limit: i64,
+    lease_id: &str,
+    lease_for: std::time::Duration,
+    now: DateTime,
+) -> mongodb::error::Result<(Vec<LeasedJob>, u64)> {
+    let db = &state.db;
+    let mut claimed = db
+        .jobs
+        .lease(agent, limit, lease_id, lease_for, now)
+        .await?;
+    let (recorded, done) = db
+        .messages
+        .record_lease(agent, lease_id, &claimed, now)
+        .await;
+    count_transitions(&db.stats, &recorded.transitions).await;
+    done?;
+    if !recorded.moved_on.is_empty() {
+        tracing::warn!(
+            jobs = recorded.moved_on.len(),
+            "jobs whose messages had moved on were not handed out"
+        );
+        db.jobs
+            .settle_moved_on(lease_id, &recorded.moved_on, now)
+            .await?;
+    }
+    claimed.jobs.retain(|j| recorded.leased.contains(&j.id));
+    claimed.before.retain(|id, _| recorded.leased.contains(id));
+    let re_leased = claimed.re_leased();
+    Ok((claimed.jobs, re_leased))
 }

@@ -1,12 +1,12 @@
 //! `POST /agent/messages/report`: an agent reports what became of its leased messages. Each
-//! report is applied on its own (see `db::messages` status reports), so one bad item never fails
-//! the batch.
+//! report is applied on its own (see `db::messages` status reports: the job is the fence, then
+//! the message, then the counters), so one bad item never fails the batch.
 
 use axum::extract::State;
 use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::oid::ObjectId;
 use serde::{Deserialize, Serialize};
-use sms_shared::db::messages::ReportOutcome;
+use sms_shared::db::messages::{count_transitions, Report, ReportOutcome};
 use sms_shared::domain::status::Status;
 use sms_shared::time;
 use utoipa_axum::router::OpenApiRouter;
@@ -138,18 +138,22 @@ async fn report_group(
         ) {
             (_, None) => Err("INVALID_STATUS"),
             (Err(_), Some(_)) => Ok(ReportOutcome::NotFound),
-            (Ok(id), Some(status)) => Ok(state
-                .db
-                .messages
-                .report(
+            (Ok(id), Some(status)) => {
+                let report = Report {
                     agent,
-                    id,
+                    message_id: id,
                     status,
-                    item.lease_id.as_deref(),
-                    item.error.as_deref(),
-                    time::bson_now(),
-                )
-                .await?),
+                    lease_id: item.lease_id.as_deref(),
+                    error: item.error.as_deref(),
+                };
+                let db = &state.db;
+                let (outcome, moved) = db
+                    .messages
+                    .report(&db.jobs, report, time::bson_now())
+                    .await?;
+                count_transitions(&db.stats, moved.as_slice()).await;
+                Ok(outcome)
+            }
         };
         let (ok, status, error) = match outcome {
             Err(code) => (false, None, Some(code)),

@@ -16,7 +16,7 @@ use serde_json::Value;
 use sms_shared::config::RulesConfig;
 use sms_shared::db::agents::Agent;
 use sms_shared::db::api_keys::SCOPE_SEND;
-use sms_shared::db::messages::{Message, NewMessage};
+use sms_shared::db::messages::{count_transitions, Message, NewMessage};
 use sms_shared::db::quota::seconds_until_tomorrow;
 use sms_shared::db::requests::SmsRequest;
 use sms_shared::db::templates::Template;
@@ -393,8 +393,8 @@ fn documents(
     (request, messages)
 }
 
-/// Step 4: stores the request and its messages; on failure removes what was written and
-/// answers `SERVICE_UNAVAILABLE`.
+/// Step 4: stores the request and its messages, and counts them `PENDING`; on failure removes
+/// what was written and answers `SERVICE_UNAVAILABLE`.
 async fn store(state: &AppState, request: &SmsRequest, messages: &[Message]) -> ApiResult<()> {
     let _writing = state.client_writes.begin();
     let result = async {
@@ -408,6 +408,7 @@ async fn store(state: &AppState, request: &SmsRequest, messages: &[Message]) -> 
         tracing::error!(error = %e, "storing a request failed");
         return Err(ApiError::Unavailable("the database".into()));
     }
+    count_transitions(&state.db.stats, &Message::created(messages)).await;
     Ok(())
 }
 

@@ -36,6 +36,7 @@ const CONFIG_VARS: &[&str] = &[
     // shared/src/config.rs
     "MONGO_URI",
     "MONGO_DB",
+    "MESSAGE_RETENTION_DAYS",
     "AMQP_URL",
     "AMQP_PREFIX",
     "JWT_SECRET",

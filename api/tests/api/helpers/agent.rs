@@ -1,9 +1,11 @@
 //! Fixtures of the agent protocol's tests: staged messages inserted straight into
-//! `sms_messages`, as a dispatcher leaves them, and the phone's side of polling and reporting.
+//! `sms_messages`, with their jobs in `sms_jobs`, as a dispatcher (and earlier polls and reports)
+//! leave them, and the phone's side of polling and reporting.
 
 use mongodb::bson::{self, oid::ObjectId, DateTime};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use sms_shared::db::jobs::Job;
 use sms_shared::db::messages::{Message, NewMessage};
 use sms_shared::domain::status::Status;
 
@@ -60,8 +62,23 @@ pub fn in_status(mut m: Message, status: Status) -> Message {
     m
 }
 
+/// Inserts the messages, counted where they stand, and the jobs of those staged and waiting
+/// for or held by a phone.
 pub async fn insert(app: &TestApp, messages: &[Message]) {
     app.db.messages.insert_many(messages).await.unwrap();
+    app.db
+        .stats
+        .apply(&Message::created(messages))
+        .await
+        .unwrap();
+    let now = DateTime::now();
+    let jobs: Vec<Job> = messages
+        .iter()
+        .filter(|m| m.staged)
+        .filter_map(|m| Job::of(m, now))
+        .collect();
+    let (_, failed) = app.db.jobs.stage(&jobs).await;
+    assert!(failed.is_none(), "jobs inserted: {failed:?}");
 }
 
 pub async fn load(app: &TestApp, id: ObjectId) -> Message {

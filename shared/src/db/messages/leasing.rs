@@ -1,118 +1,167 @@
-//! Leasing: an agent's poll claims its staged messages for a while, highest priority first.
+//! Leasing, the messages' side: after a poll claimed jobs (`db::jobs`), their messages record
+//! the lease: `ASSIGNED`, the agent, the lease and the attempt count. A job is handed to the phone
+//! only once its message recorded this lease, so a job whose message moved on meanwhile (an
+//! inconsistency left by a crash) is never sent.
+
+use std::collections::{BTreeMap, HashSet};
 
 use futures::TryStreamExt;
-use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
+use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime};
 use serde::Deserialize;
 
-use super::{Message, Messages};
+use super::Messages;
+use crate::db::jobs::{Claimed, Job};
+use crate::db::stats::Transition;
 use crate::domain::status::Status;
 
-/// A batch of messages leased by one poll.
-#[derive(Debug, Clone, Default)]
-pub struct Leased {
-    /// The leased messages, highest `priority_weight` first, then oldest.
-    pub messages: Vec<Message>,
-    /// How many of them were `ASSIGNED` before, with an expired lease.
-    pub re_leased: u64,
+/// What recording a lease on the messages did.
+#[derive(Debug, Default)]
+pub struct Recorded {
+    /// Messages that now carry the lease: their jobs may be handed out.
+    pub leased: HashSet<ObjectId>,
+    /// The status changes to count.
+    pub transitions: Vec<Transition>,
+    /// Messages that had moved on (status, when it started sending), or are missing: their
+    /// jobs are settled by `Jobs::settle_moved_on`, not handed out.
+    pub moved_on: Vec<(ObjectId, Option<Status>, Option<DateTime>)>,
 }
 
-/// Staged messages of `agent` that may be leased at `now`: pending, or assigned with an
-/// expired lease (or none: an agent may report `ASSIGNED` without leasing). `SENDING` and later
-/// are never handed out again.
-fn leasable(agent: ObjectId, now: DateTime) -> Document {
-    doc! {
-        "agent_id": agent,
-        "staged": true,
-        "$or": [
-            {"status": Status::Pending.as_str()},
-            {"status": Status::Assigned.as_str(), "lease_expires_at": {"$lte": now}},
-            {"status": Status::Assigned.as_str(), "lease_expires_at": Bson::Null},
-        ],
-    }
-}
-
-/// The lease order: highest priority first, then oldest.
-fn lease_order() -> Document {
-    doc! {"priority_weight": -1, "created_at": 1, "_id": 1}
+/// Where a claimed job's message is expected: the job's status before the claim, and its
+/// holder then (or the agent it is pinned to).
+fn expected(job: &Job, claimed: &Claimed) -> (Status, Option<ObjectId>) {
+    let (status, holder) = claimed
+        .before
+        .get(&job.id)
+        .copied()
+        .unwrap_or((Status::Pending, None));
+    (status, holder.or_else(|| job.pinned_agent()))
 }
 
 impl Messages {
-    /// Leases up to `limit` of `agent`'s staged messages under the fresh `lease_id`.
-    ///
-    /// Candidates are picked in lease order, then claimed by one `update_many` that repeats the
-    /// leasable filter, so a message another poll claimed in between is skipped, and read back
-    /// by the lease id. Two polls never hold the same message while its lease is live.
-    pub async fn lease(
+    /// Records `claimed`'s lease (`lease_id`, held by `agent`) on the messages, idempotently
+    /// (only messages not yet under this lease). One `update_many` per expected previous place
+    /// and attempt count (usually one in all); when one changed fewer messages than asked, the
+    /// rest are looked at one by one. Returns what was recorded, and the failure that stopped
+    /// it, if any (what was recorded before it still counts).
+    pub async fn record_lease(
         &self,
         agent: ObjectId,
-        limit: i64,
         lease_id: &str,
-        lease_for: std::time::Duration,
+        claimed: &Claimed,
         now: DateTime,
-    ) -> mongodb::error::Result<Leased> {
-        if limit <= 0 {
-            return Ok(Leased::default());
+    ) -> (Recorded, mongodb::error::Result<()>) {
+        let mut out = Recorded::default();
+        let done = self
+            .record_lease_into(&mut out, agent, lease_id, claimed, now)
+            .await;
+        (out, done)
+    }
+
+    async fn record_lease_into(
+        &self,
+        out: &mut Recorded,
+        agent: ObjectId,
+        lease_id: &str,
+        claimed: &Claimed,
+        now: DateTime,
+    ) -> mongodb::error::Result<()> {
+        let mut groups: BTreeMap<(Status, Option<ObjectId>, i32), Vec<&Job>> = BTreeMap::new();
+        for job in &claimed.jobs {
+            let (status, holder) = expected(job, claimed);
+            groups
+                .entry((status, holder, job.attempts))
+                .or_default()
+                .push(job);
         }
+        for ((status, from_agent, attempts), jobs) in groups {
+            let ids: Vec<ObjectId> = jobs.iter().map(|j| j.id).collect();
+            let expires = jobs[0].lease_expires_at;
+            let set = doc! {
+                "status": Status::Assigned.as_str(),
+                "agent_id": agent,
+                "lease_id": lease_id,
+                "lease_expires_at": expires,
+                "leased_at": now,
+                "attempts": attempts,
+                "updated_at": now,
+            };
+            let r = self
+                .0
+                .update_many(
+                    doc! {
+                        "_id": {"$in": &ids},
+                        "status": status.as_str(),
+                        "agent_id": from_agent.map_or(Bson::Null, Bson::ObjectId),
+                        "lease_id": {"$ne": lease_id},
+                    },
+                    doc! {"$set": set.clone()},
+                )
+                .await?;
+            let all = r.modified_count as usize == ids.len();
+            let changed_by_batch = if all {
+                ids.iter().copied().collect()
+            } else {
+                self.under_lease(&ids, lease_id).await?
+            };
+            for job in &jobs {
+                if !changed_by_batch.contains(&job.id) {
+                    continue;
+                }
+                out.leased.insert(job.id);
+                out.transitions.push(Transition {
+                    message: job.counted(),
+                    from: Some((status, from_agent)),
+                    to: (Status::Assigned, Some(agent)),
+                });
+            }
+            for job in jobs.iter().filter(|j| !changed_by_batch.contains(&j.id)) {
+                let leasable = [Status::Pending.as_str(), Status::Assigned.as_str()];
+                let moved = self
+                    .move_one(
+                        doc! {"_id": job.id, "status": {"$in": leasable.as_slice()}, "lease_id": {"$ne": lease_id}},
+                        doc! {"$set": set.clone()},
+                        Status::Assigned,
+                        Some(agent),
+                    )
+                    .await?;
+                match moved {
+                    Some(t) => {
+                        out.leased.insert(job.id);
+                        out.transitions.push(t);
+                    }
+                    None => {
+                        let now_is = self.find(job.id).await?;
+                        out.moved_on.push((
+                            job.id,
+                            now_is.as_ref().map(|m| m.status),
+                            now_is.and_then(|m| m.sending_at),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Which of `ids` carry `lease_id`.
+    async fn under_lease(
+        &self,
+        ids: &[ObjectId],
+        lease_id: &str,
+    ) -> mongodb::error::Result<HashSet<ObjectId>> {
         #[derive(Deserialize)]
-        struct Candidate {
+        struct Id {
             #[serde(rename = "_id")]
             id: ObjectId,
-            status: Status,
         }
-        let candidates: Vec<Candidate> = self
+        let found: Vec<Id> = self
             .0
-            .clone_with_type::<Candidate>()
-            .find(leasable(agent, now))
-            .projection(doc! {"_id": 1, "status": 1})
-            .sort(lease_order())
-            .limit(limit)
+            .clone_with_type::<Id>()
+            .find(doc! {"_id": {"$in": ids}, "lease_id": lease_id})
+            .projection(doc! {"_id": 1})
             .await?
             .try_collect()
             .await?;
-        if candidates.is_empty() {
-            return Ok(Leased::default());
-        }
-        let ids: Vec<ObjectId> = candidates.iter().map(|c| c.id).collect();
-        let expires = DateTime::from_millis(now.timestamp_millis() + lease_for.as_millis() as i64);
-        let mut filter = leasable(agent, now);
-        filter.insert("_id", doc! {"$in": &ids});
-        let claimed = self
-            .0
-            .update_many(
-                filter,
-                doc! {
-                    "$set": {
-                        "status": Status::Assigned.as_str(),
-                        "lease_id": lease_id,
-                        "lease_expires_at": expires,
-                        "leased_at": now,
-                        "updated_at": now,
-                    },
-                    "$inc": {"attempts": 1},
-                },
-            )
-            .await?;
-        if claimed.modified_count == 0 {
-            return Ok(Leased::default());
-        }
-        let messages: Vec<Message> = self
-            .0
-            .find(doc! {"_id": {"$in": &ids}, "lease_id": lease_id})
-            .sort(lease_order())
-            .await?
-            .try_collect()
-            .await?;
-        let re_leased = messages
-            .iter()
-            .filter(|m| {
-                candidates
-                    .iter()
-                    .any(|c| c.id == m.id && c.status == Status::Assigned)
-            })
-            .count() as u64;
-        Ok(Leased {
-            messages,
-            re_leased,
-        })
+        Ok(found.into_iter().map(|i| i.id).collect())
     }
 }

@@ -4,10 +4,16 @@
 //! This file holds the document, its filters and the plain reads and writes; each stage of a
 //! message's life has its own file of queries on the same [`Messages`] handle:
 //! - `outbox.rs`: which events still need publishing, and marking them published (the API);
-//! - `staging.rs`: making messages leasable, or cancelling duplicates (the dispatcher);
-//! - `leasing.rs`: handing staged messages to their agent under a lease (`GET /agent/jobs/next`);
+//! - `staging.rs`: marking messages staged once their job exists, or cancelling duplicates (the
+//!   dispatcher);
+//! - `leasing.rs`: recording on the messages the leases polls took on their jobs;
 //! - `status_reports.rs`: applying an agent's report of what became of a message;
-//! - `reconcile.rs`: failing messages stuck in `SENDING`, counting what agents hold.
+//! - `reconcile.rs`: failing messages whose job stayed in `SENDING` too long;
+//! - `transition.rs`: status changes and the counters they move (each counted once);
+//! - `retention.rs`: the TTL index removing settled messages after `MESSAGE_RETENTION_DAYS`.
+//!
+//! The live work (what phones may lease or hold) is in `db::jobs`; these documents are the
+//! history.
 
 use futures::TryStreamExt;
 use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
@@ -19,12 +25,16 @@ use crate::domain::status::Status;
 mod leasing;
 mod outbox;
 mod reconcile;
+mod retention;
 mod staging;
 mod status_reports;
+mod transition;
 
-pub use leasing::Leased;
+pub use leasing::Recorded;
 pub use outbox::OutboxRow;
-pub use status_reports::{ReportOutcome, MAX_ERROR_CHARS};
+pub use retention::{RetentionChange, RETENTION_INDEX};
+pub use status_reports::{Report, ReportOutcome, MAX_ERROR_CHARS};
+pub use transition::{count_transitions, gathered, settles};
 
 /// One recipient of a request: its text, status, and its outbox, staging and lease state.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,6 +80,9 @@ pub struct Message {
     pub failed_at: Option<DateTime>,
     #[serde(default)]
     pub last_error: Option<String>,
+    /// When it reached `SENT`, `DELIVERED`, `FAILED` or `CANCELED` (the retention clock).
+    #[serde(default)]
+    pub settled_at: Option<DateTime>,
 }
 
 /// What a new message is made of; the rest of a [`Message`] starts empty.
@@ -119,6 +132,7 @@ impl Message {
             delivered_at: None,
             failed_at: None,
             last_error: None,
+            settled_at: None,
         }
     }
 
@@ -198,21 +212,22 @@ impl Messages {
             &self.0,
             vec![
                 super::index(doc! {"request_id": 1, "_id": 1}, false, "request"),
-                super::index(doc! {"api_key_id": 1, "created_at": -1}, false, "tenant_created"),
-                super::index(doc! {"created_at": 1, "_id": 1}, false, "created_id"),
-                super::index(doc! {"status": 1, "created_at": -1}, false, "status_created"),
-                super::index(doc! {"to": 1, "created_at": -1}, false, "to_created"),
                 super::index(
-                    doc! {"agent_id": 1, "staged": 1, "status": 1, "priority_weight": -1, "created_at": 1},
+                    doc! {"api_key_id": 1, "created_at": -1},
                     false,
-                    "lease_queue",
+                    "tenant_created",
                 ),
-                super::index(doc! {"published": 1, "created_at": 1}, false, "outbox"),
-                super::index(doc! {"staged": 1, "published_at": 1}, false, "unstaged"),
-                super::index(doc! {"status": 1, "sending_at": 1}, false, "sending_timeout"),
+                super::index(doc! {"created_at": 1, "_id": 1}, false, "created_id"),
+                super::index(
+                    doc! {"status": 1, "created_at": -1},
+                    false,
+                    "status_created",
+                ),
+                super::index(doc! {"to": 1, "created_at": -1}, false, "to_created"),
             ],
         )
-        .await
+        .await?;
+        self.create_outbox_indexes().await
     }
 
     /// Inserts a request's messages in bulk (the driver splits large batches).

@@ -1,8 +1,13 @@
 //! The outbox side of `sms_messages`: the API publishes each stored message's event, marks it
 //! published once RabbitMQ confirmed it, and republishes what stays unconfirmed or unstaged.
+//!
+//! Both sweeps read partial indexes holding only the messages they look for (unpublished ones;
+//! pending unstaged ones), so they cost what is waiting, not what was ever sent.
 
 use futures::TryStreamExt;
 use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
+use mongodb::options::{Hint, IndexOptions};
+use mongodb::IndexModel;
 use serde::Deserialize;
 
 use super::Messages;
@@ -11,7 +16,49 @@ use crate::domain::status::Status;
 /// A message's id, its request's id and when it was accepted: what its event carries.
 pub type OutboxRow = (ObjectId, ObjectId, DateTime);
 
+/// The partial index of messages whose event is not confirmed yet.
+const UNPUBLISHED_INDEX: &str = "outbox_unpublished";
+/// The partial index of pending messages no dispatcher has staged yet.
+const UNSTAGED_INDEX: &str = "outbox_unstaged";
+
+/// Indexes of earlier versions: leasing and timeouts read `sms_jobs` now, and the outbox's
+/// sweeps have the partial indexes.
+const RETIRED_INDEXES: [&str; 4] = ["lease_queue", "sending_timeout", "outbox", "unstaged"];
+
+/// The outbox's indexes on `sms_messages`.
+fn indexes() -> Vec<IndexModel> {
+    let partial = |keys: Document, name: &str, only: Document| {
+        IndexModel::builder()
+            .keys(keys)
+            .options(
+                IndexOptions::builder()
+                    .name(name.to_owned())
+                    .partial_filter_expression(only)
+                    .build(),
+            )
+            .build()
+    };
+    vec![
+        partial(
+            doc! {"created_at": 1},
+            UNPUBLISHED_INDEX,
+            doc! {"published": false},
+        ),
+        partial(
+            doc! {"published_at": 1},
+            UNSTAGED_INDEX,
+            doc! {"staged": false, "status": Status::Pending.as_str()},
+        ),
+    ]
+}
+
 impl Messages {
+    /// Creates the outbox's partial indexes and drops the retired ones.
+    pub(super) async fn create_outbox_indexes(&self) -> mongodb::error::Result<()> {
+        crate::db::ensure_indexes(&self.0, indexes()).await?;
+        crate::db::drop_indexes(&self.0, &RETIRED_INDEXES).await
+    }
+
     /// Marks messages whose events RabbitMQ confirmed.
     pub async fn mark_published(&self, ids: &[ObjectId]) -> mongodb::error::Result<u64> {
         if ids.is_empty() {
@@ -49,7 +96,8 @@ impl Messages {
     ) -> mongodb::error::Result<Vec<OutboxRow>> {
         self.outbox_rows(
             doc! {"published": false, "created_at": {"$lt": before}},
-            doc! {"published": 1, "created_at": 1},
+            doc! {"created_at": 1},
+            UNPUBLISHED_INDEX,
             limit,
         )
         .await
@@ -64,8 +112,9 @@ impl Messages {
         limit: i64,
     ) -> mongodb::error::Result<Vec<OutboxRow>> {
         self.outbox_rows(
-            doc! {"staged": false, "published_at": {"$lt": before}, "status": Status::Pending.as_str()},
-            doc! {"staged": 1, "published_at": 1},
+            doc! {"staged": false, "status": Status::Pending.as_str(), "published_at": {"$lt": before}},
+            doc! {"published_at": 1},
+            UNSTAGED_INDEX,
             limit,
         )
         .await
@@ -76,6 +125,7 @@ impl Messages {
         &self,
         filter: Document,
         sort: Document,
+        hint: &str,
         limit: i64,
     ) -> mongodb::error::Result<Vec<OutboxRow>> {
         #[derive(Deserialize)]
@@ -91,6 +141,7 @@ impl Messages {
             .find(filter)
             .projection(doc! {"_id": 1, "request_id": 1, "created_at": 1})
             .sort(sort)
+            .hint(Hint::Name(hint.to_owned()))
             .limit(limit)
             .await?
             .try_collect()

@@ -1,0 +1,189 @@
+//! Staging, the dispatcher's step: a batch of message events in, one [`Outcome`] per event out.
+//!
+//! 1. Read the batch's messages (one query). Unknown ids are poison; a message staged or
+//!    settled already needs nothing (a redelivered or republished event).
+//! 2. Claim the anti-dup key (`to + text`) of each pending, unstaged message (`db::dedup`).
+//! 3. Winners: insert their jobs into `sms_jobs` (one unordered `insert_many`; a job that exists
+//!    already was inserted by an earlier delivery), count the insertions on the messages
+//!    (`stagings`), then mark the messages staged and published. The job comes first, so a crash
+//!    in between leaves a job whose message the redelivered event marks.
+//! 4. Losers: cancelled as `DUPLICATE_RECENT` (unless an earlier delivery had already given
+//!    them a job: then they were winners), and counted `PENDING → CANCELED`.
+//!
+//! Every write is conditional or keyed by the message id, so handling the same events twice, or
+//! on two dispatchers at once, stages each message once. The consumer acks only after this
+//! returns, and requeues the batch on [`Outcome::Retry`].
+
+use std::collections::HashMap;
+
+use mongodb::bson::{oid::ObjectId, DateTime};
+use sms_shared::amqp::MessageEvent;
+use sms_shared::db::dedup::{self, Claim};
+use sms_shared::db::jobs::Job;
+use sms_shared::db::messages::{count_transitions, Message};
+use sms_shared::domain::status::Status;
+
+use crate::{Dispatcher, Outcome};
+
+/// One event of the batch that names a known message: its position and the event.
+type Item = (usize, MessageEvent, ObjectId);
+
+impl Dispatcher {
+    /// Handles a batch of event payloads, returning one outcome per payload in order.
+    #[tracing::instrument(skip_all, fields(events = payloads.len()))]
+    pub async fn handle_batch(&self, payloads: &[&[u8]]) -> Vec<Outcome> {
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; payloads.len()];
+        let mut wanted: Vec<Item> = Vec::with_capacity(payloads.len());
+        for (i, payload) in payloads.iter().enumerate() {
+            match serde_json::from_slice::<MessageEvent>(payload) {
+                Err(e) => outcomes[i] = Some(Outcome::Poison(format!("unparseable event: {e}"))),
+                Ok(event) => match event.message_oid() {
+                    None => {
+                        outcomes[i] = Some(Outcome::Poison(format!(
+                            "malformed message id {:?}",
+                            event.message_id
+                        )))
+                    }
+                    Some(id) => wanted.push((i, event, id)),
+                },
+            }
+        }
+        let ids: Vec<ObjectId> = wanted.iter().map(|(_, _, id)| *id).collect();
+        let found = match self.db.messages.find_many(&ids).await {
+            Ok(found) => found,
+            Err(e) => {
+                for (i, _, _) in &wanted {
+                    outcomes[*i] = Some(Outcome::Retry(e.to_string()));
+                }
+                return settled(outcomes);
+            }
+        };
+        let now = DateTime::now();
+        let (mut to_claim, mut unmarked) = (Vec::new(), Vec::new());
+        for (i, event, id) in wanted {
+            match found.get(&id) {
+                None => outcomes[i] = Some(Outcome::Poison(format!("unknown message {id}"))),
+                Some(m) if m.status == Status::Pending && !m.staged => {
+                    let key = dedup::key(&m.to, &m.text);
+                    to_claim.push(((i, event, id), key));
+                }
+                // Its job exists and a phone moved it on before it was marked staged.
+                Some(m) if !m.staged && m.status != Status::Canceled => unmarked.push((i, id)),
+                Some(_) => outcomes[i] = Some(Outcome::AlreadyDone),
+            }
+        }
+        let keys: Vec<(&str, ObjectId)> = to_claim
+            .iter()
+            .map(|((_, _, id), key)| (key.as_str(), *id))
+            .collect();
+        let claims = self
+            .db
+            .dedup
+            .claim_many(&keys, now, self.anti_dup_window)
+            .await;
+        let (mut won, mut lost) = (Vec::new(), Vec::new());
+        for ((item, _), claim) in to_claim.into_iter().zip(claims) {
+            match claim {
+                Ok(Claim::Won) => won.push(item),
+                Ok(Claim::Duplicate) => lost.push(item),
+                Err(e) => outcomes[item.0] = Some(Outcome::Retry(e.to_string())),
+            }
+        }
+        let lost_ids: Vec<ObjectId> = lost.iter().map(|(_, _, id)| *id).collect();
+        match self.db.jobs.existing(&lost_ids).await {
+            Ok(staged_before) => {
+                let (had_job, rest) = lost
+                    .into_iter()
+                    .partition(|(_, _, id)| staged_before.contains(id));
+                won.extend(had_job);
+                lost = rest;
+            }
+            Err(e) => {
+                for (i, _, _) in lost.drain(..) {
+                    outcomes[i] = Some(Outcome::Retry(e.to_string()));
+                }
+            }
+        }
+        self.stage(&won, &unmarked, &found, now, &mut outcomes)
+            .await;
+        self.cancel(&lost, now, &mut outcomes).await;
+        settled(outcomes)
+    }
+
+    /// Step 3: the winners' jobs, then their messages (and those left unmarked by a crash).
+    async fn stage(
+        &self,
+        won: &[Item],
+        unmarked: &[(usize, ObjectId)],
+        found: &HashMap<ObjectId, Message>,
+        now: DateTime,
+        outcomes: &mut [Option<Outcome>],
+    ) {
+        let jobs: Vec<Job> = won
+            .iter()
+            .filter_map(|(_, _, id)| found.get(id).and_then(|m| Job::of(m, now)))
+            .collect();
+        let (inserted, failed) = self.db.jobs.stage(&jobs).await;
+        let counted = self.db.messages.count_stagings(&inserted).await;
+        let ids: Vec<ObjectId> = won
+            .iter()
+            .map(|(_, _, id)| *id)
+            .chain(unmarked.iter().map(|(_, id)| *id))
+            .collect();
+        let marked = match (failed, counted) {
+            (Some(e), _) | (None, Err(e)) => Err(e),
+            (None, Ok(())) => self.db.messages.mark_staged(&ids, now).await,
+        };
+        let positions = won
+            .iter()
+            .map(|(i, _, _)| *i)
+            .chain(unmarked.iter().map(|(i, _)| *i));
+        match marked {
+            Err(e) => {
+                for i in positions {
+                    outcomes[i] = Some(Outcome::Retry(e.to_string()));
+                }
+            }
+            Ok(_) => {
+                self.metrics.messages_staged.inc_by(inserted.len() as u64);
+                for (i, event, _) in won {
+                    let latency_ms = now.timestamp_millis() - event.accepted_at_ms;
+                    self.metrics
+                        .stage_latency
+                        .observe(latency_ms.max(0) as f64 / 1000.0);
+                    outcomes[*i] = Some(Outcome::Staged);
+                }
+                for (i, _) in unmarked {
+                    outcomes[*i] = Some(Outcome::AlreadyDone);
+                }
+            }
+        }
+    }
+
+    /// Step 4: the losers are cancelled as recent duplicates, and counted.
+    async fn cancel(&self, lost: &[Item], now: DateTime, outcomes: &mut [Option<Outcome>]) {
+        if lost.is_empty() {
+            return;
+        }
+        let ids: Vec<ObjectId> = lost.iter().map(|(_, _, id)| *id).collect();
+        let (canceled, done) = self.db.messages.cancel_duplicates(&ids, now).await;
+        self.metrics
+            .messages_canceled_duplicate
+            .inc_by(canceled.len() as u64);
+        count_transitions(&self.db.stats, &canceled).await;
+        for (i, _, _) in lost {
+            outcomes[*i] = Some(match &done {
+                Ok(()) => Outcome::CanceledDuplicate,
+                Err(e) => Outcome::Retry(e.to_string()),
+            });
+        }
+    }
+}
+
+/// The outcomes, once every event has one.
+fn settled(outcomes: Vec<Option<Outcome>>) -> Vec<Outcome> {
+    outcomes
+        .into_iter()
+        .map(|o| o.expect("every event settled"))
+        .collect()
+}

@@ -1,0 +1,191 @@
+//! Leasing: a poll picks the jobs of its lanes that are available now, highest priority first,
+//! then oldest, and claims them under a fresh `lease_id`.
+//!
+//! The candidates come from one index range (`lease_order`: the poller's lane, in lease order),
+//! so a poll reads about `limit` entries plus the jobs the agent already holds, whatever the
+//! history. The claim is one `update_many` that repeats `available_at <= now`: a job another
+//! poll claimed in between has moved its `available_at` to its lease's end and is skipped, so two
+//! polls never hold one job under live leases. `SENDING` jobs have no `available_at` and are
+//! never handed out again. What was claimed is read back by the lease id.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
+use mongodb::options::Hint;
+use serde::Deserialize;
+
+use super::{lane, Job, Jobs};
+use crate::domain::status::Status;
+
+/// The index a poll's candidates come from.
+pub const LEASE_ORDER_INDEX: &str = "lease_order";
+
+/// The `find` a poll issues for its candidates: the filter leads with the index's first field,
+/// and the index is named as a hint.
+#[derive(Debug, Clone)]
+pub struct CandidateQuery {
+    pub filter: Document,
+    pub sort: Document,
+    pub projection: Document,
+    pub hint: &'static str,
+    pub limit: i64,
+}
+
+impl CandidateQuery {
+    /// The candidates of `agent`'s lane available at `now`.
+    pub fn new(agent: ObjectId, limit: i64, now: DateTime) -> Self {
+        Self {
+            filter: doc! {"lanes": lane(agent), "available_at": {"$lte": now}},
+            sort: doc! {"priority_weight": -1, "created_at": 1, "_id": 1},
+            projection: doc! {"_id": 1, "status": 1, "holder": 1},
+            hint: LEASE_ORDER_INDEX,
+            limit,
+        }
+    }
+
+    /// The same query as a `find` command, e.g. to `explain` it.
+    pub fn find_command(&self) -> Document {
+        doc! {
+            "find": "sms_jobs",
+            "filter": self.filter.clone(),
+            "sort": self.sort.clone(),
+            "projection": self.projection.clone(),
+            "hint": self.hint,
+            "limit": self.limit,
+        }
+    }
+}
+
+/// The jobs one poll claimed.
+#[derive(Debug, Clone, Default)]
+pub struct Claimed {
+    /// The claimed jobs as they are now (`ASSIGNED` to the poller), in lease order.
+    pub jobs: Vec<Job>,
+    /// Each claimed job's status and holder before the claim.
+    pub before: HashMap<ObjectId, (Status, Option<ObjectId>)>,
+}
+
+impl Claimed {
+    /// How many were `ASSIGNED` before: leased again after their lease ran out (or reported
+    /// `ASSIGNED` without a lease).
+    pub fn re_leased(&self) -> u64 {
+        self.before
+            .values()
+            .filter(|(status, _)| *status == Status::Assigned)
+            .count() as u64
+    }
+}
+
+impl Jobs {
+    /// Claims up to `limit` jobs of `agent`'s lane under `lease_id` for `lease_for`.
+    pub async fn lease(
+        &self,
+        agent: ObjectId,
+        limit: i64,
+        lease_id: &str,
+        lease_for: Duration,
+        now: DateTime,
+    ) -> mongodb::error::Result<Claimed> {
+        if limit <= 0 {
+            return Ok(Claimed::default());
+        }
+        #[derive(Deserialize)]
+        struct Candidate {
+            #[serde(rename = "_id")]
+            id: ObjectId,
+            status: Status,
+            #[serde(default)]
+            holder: Option<ObjectId>,
+        }
+        let q = CandidateQuery::new(agent, limit, now);
+        let candidates: Vec<Candidate> = self
+            .0
+            .clone_with_type::<Candidate>()
+            .find(q.filter)
+            .sort(q.sort)
+            .projection(q.projection)
+            .hint(Hint::Name(q.hint.to_owned()))
+            .limit(q.limit)
+            .await?
+            .try_collect()
+            .await?;
+        if candidates.is_empty() {
+            return Ok(Claimed::default());
+        }
+        let ids: Vec<ObjectId> = candidates.iter().map(|c| c.id).collect();
+        let expires = DateTime::from_millis(now.timestamp_millis() + lease_for.as_millis() as i64);
+        let claimed = self
+            .0
+            .update_many(
+                doc! {"_id": {"$in": &ids}, "lanes": lane(agent), "available_at": {"$lte": now}},
+                doc! {
+                    "$set": {
+                        "status": Status::Assigned.as_str(),
+                        "holder": agent,
+                        "lease_id": lease_id,
+                        "lease_expires_at": expires,
+                        "leased_at": now,
+                        "available_at": expires,
+                    },
+                    "$inc": {"attempts": 1},
+                },
+            )
+            .await?;
+        if claimed.modified_count == 0 {
+            return Ok(Claimed::default());
+        }
+        let mut jobs: Vec<Job> = self
+            .0
+            .find(doc! {"_id": {"$in": &ids}, "lease_id": lease_id})
+            .await?
+            .try_collect()
+            .await?;
+        let rank: HashMap<ObjectId, usize> =
+            ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        jobs.sort_by_key(|j| rank[&j.id]);
+        let before = candidates
+            .into_iter()
+            .filter(|c| jobs.iter().any(|j| j.id == c.id))
+            .map(|c| (c.id, (c.status, c.holder)))
+            .collect();
+        Ok(Claimed { jobs, before })
+    }
+
+    /// Settles the jobs of this lease whose message had already moved on when the poll tried
+    /// to record the lease on it (the message is the history; it wins): a job whose message is
+    /// `SENDING` becomes `SENDING` (the reconciler times it out), any other is removed. These
+    /// jobs are not handed out.
+    pub async fn settle_moved_on(
+        &self,
+        lease_id: &str,
+        moved_on: &[(ObjectId, Option<Status>, Option<DateTime>)],
+        now: DateTime,
+    ) -> mongodb::error::Result<()> {
+        for (id, status, sending_at) in moved_on {
+            let fence = doc! {"_id": id, "lease_id": lease_id};
+            match status {
+                Some(Status::Pending | Status::Assigned) => {}
+                Some(Status::Sending) => {
+                    self.0
+                        .update_one(
+                            fence,
+                            doc! {
+                                "$set": {
+                                    "status": Status::Sending.as_str(),
+                                    "sending_at": sending_at.unwrap_or(now),
+                                },
+                                "$unset": {"available_at": ""},
+                            },
+                        )
+                        .await?;
+                }
+                _ => {
+                    self.0.delete_one(fence).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

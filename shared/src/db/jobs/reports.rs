@@ -1,0 +1,91 @@
+//! The fence of agents' status reports: a report may move a job only when the reporting agent
+//! holds it (or nobody does and it is pinned to that agent), the job is in one of the reported
+//! status's allowed predecessors and, when the report names a lease, under that lease. One
+//! conditional write decides, so a late or foreign report changes nothing.
+
+use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
+
+use super::{lane, Job, Jobs};
+use crate::domain::status::Status;
+
+/// What a report does to the job it passes the fence of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobStep {
+    /// The job stays, with this status (`ASSIGNED`, `SENDING`).
+    Advance,
+    /// The phone is done with it (`SENT`, `FAILED`): the job is removed.
+    Finish,
+}
+
+impl JobStep {
+    /// The step a report of `status` takes on a job; `None` when no job can be in a
+    /// predecessor of `status` (`DELIVERED` follows `SENT`, which has no job).
+    pub fn of(status: Status) -> Option<Self> {
+        match status {
+            Status::Assigned | Status::Sending => Some(Self::Advance),
+            Status::Sent | Status::Failed => Some(Self::Finish),
+            _ => None,
+        }
+    }
+}
+
+impl Job {
+    /// Whether `agent` may report on this job: it holds it, or nobody does and it is pinned to
+    /// `agent`.
+    pub fn reportable_by(&self, agent: ObjectId) -> bool {
+        match self.holder {
+            Some(holder) => holder == agent,
+            None => self.pinned_agent() == Some(agent),
+        }
+    }
+}
+
+/// The fence of a report by `agent` that message `id` reached `status`.
+fn fence(agent: ObjectId, id: ObjectId, status: Status, lease_id: Option<&str>) -> Document {
+    let predecessors: Vec<&str> = Status::allowed_predecessors(status)
+        .into_iter()
+        .map(Status::as_str)
+        .collect();
+    let mut f = doc! {
+        "_id": id,
+        "status": {"$in": predecessors},
+        "$or": [{"holder": agent}, {"holder": Bson::Null, "lanes": lane(agent)}],
+    };
+    if let Some(lease) = lease_id {
+        f.insert("lease_id", lease);
+    }
+    f
+}
+
+impl Jobs {
+    /// Applies `agent`'s report of `status` to the job of message `id` if it passes the fence:
+    /// `SENDING` and `ASSIGNED` update it (a `SENDING` job loses `available_at`), `SENT` and
+    /// `FAILED` remove it. Returns whether the fence let it through.
+    pub async fn report(
+        &self,
+        agent: ObjectId,
+        id: ObjectId,
+        status: Status,
+        lease_id: Option<&str>,
+        now: DateTime,
+    ) -> mongodb::error::Result<bool> {
+        let Some(step) = JobStep::of(status) else {
+            return Ok(false);
+        };
+        let fence = fence(agent, id, status, lease_id);
+        let passed = match step {
+            JobStep::Finish => self.0.delete_one(fence).await?.deleted_count == 1,
+            JobStep::Advance => {
+                let mut update = doc! {"$set": {"status": status.as_str(), "holder": agent}};
+                if status == Status::Sending {
+                    update = doc! {
+                        "$set": {"status": status.as_str(), "holder": agent, "sending_at": now},
+                        "$unset": {"available_at": ""},
+                    };
+                }
+                self.0.update_one(fence, update).await?.matched_count == 1
+            }
+        };
+        Ok(passed)
+    }
+}
