@@ -12,6 +12,7 @@ mod helpers;
 mod messages;
 mod openapi;
 mod outbox;
+mod quota;
 mod reconciler;
 mod reports;
 mod requests;
