@@ -15,6 +15,7 @@ mod outbox;
 mod quota;
 mod reconciler;
 mod reports;
+mod request_integrity;
 mod requests;
 mod staging;
 mod templates;
