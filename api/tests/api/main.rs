@@ -7,6 +7,7 @@ mod agents;
 mod api_keys;
 mod auth;
 mod deploy;
+mod errors;
 mod health;
 mod helpers;
 mod messages;
