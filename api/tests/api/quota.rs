@@ -6,6 +6,12 @@ use reqwest::StatusCode;
 
 use crate::helpers::*;
 
+/// Messages counted against the API key `key_id` today.
+pub async fn used_today(app: &TestApp, key_id: &str) -> i64 {
+    let today = chrono::Utc::now();
+    app.db.quota.used_today(oid(key_id), today).await.unwrap()
+}
+
 /// `requests` concurrent requests of `each` recipients from the key `s.key`, numbers starting at
 /// `first`; returns the status of each.
 async fn burst(app: &TestApp, s: &Sender, requests: usize, each: usize, first: usize) -> Vec<u16> {
@@ -36,12 +42,7 @@ async fn concurrent_first_sends_that_fit_are_all_accepted() {
             statuses.iter().all(|s| *s == 202),
             "round {round}: every request fits the quota: {statuses:?}"
         );
-        let used = app
-            .db
-            .quota
-            .used_today(oid(&key_id), chrono::Utc::now())
-            .await
-            .unwrap();
+        let used = used_today(&app, &key_id).await;
         assert_eq!(used, 48, "round {round}: the counter holds the sum");
         assert_eq!(
             app.count("sms_messages", doc! {"api_key_id": oid(&key_id)})
@@ -68,12 +69,7 @@ async fn concurrent_first_sends_that_fit_are_all_accepted() {
                 .await,
             12
         );
-        let used = app
-            .db
-            .quota
-            .used_today(oid(&key_id), chrono::Utc::now())
-            .await
-            .unwrap();
+        let used = used_today(&app, &key_id).await;
         assert_eq!(used, 48, "a refusal takes nothing");
     }
 }
@@ -88,12 +84,7 @@ async fn a_burst_past_the_quota_accepts_exactly_what_fits() {
     let accepted = statuses.iter().filter(|s| **s == 202).count();
     let refused = statuses.iter().filter(|s| **s == 429).count();
     assert_eq!((accepted, refused), (10, 6), "{statuses:?}");
-    let used = app
-        .db
-        .quota
-        .used_today(oid(&key_id), chrono::Utc::now())
-        .await
-        .unwrap();
+    let used = used_today(&app, &key_id).await;
     assert_eq!(used, 30);
     assert_eq!(app.count("sms_messages", doc! {}).await, 30);
     assert_eq!(app.count("sms_requests", doc! {}).await, 10);

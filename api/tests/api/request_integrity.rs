@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::helpers::*;
+use crate::quota::used_today;
 
 /// When a raw client stops.
 #[derive(Clone, Copy, Debug)]
@@ -153,12 +154,7 @@ async fn assert_whole(app: &TestApp, key_id: &str) -> HashMap<String, i64> {
         .collect();
     assert!(orphans.is_empty(), "messages without request: {orphans:?}");
     let stored: i64 = messages.values().map(|(n, _)| n).sum();
-    let used = app
-        .db
-        .quota
-        .used_today(oid(key_id), chrono::Utc::now())
-        .await
-        .unwrap();
+    let used = used_today(app, key_id).await;
     assert_eq!(used, stored, "the quota counts exactly what is stored");
     let mut per_tag = HashMap::new();
     for (n, tag) in messages.into_values() {
@@ -289,12 +285,7 @@ async fn a_store_failing_half_way_leaves_nothing_and_gives_the_quota_back() {
     assert_error(res, StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE").await;
     assert_eq!(app.count("sms_requests", doc! {}).await, 0);
     assert_eq!(app.count("sms_messages", doc! {}).await, 0);
-    let used = app
-        .db
-        .quota
-        .used_today(oid(&key_id), chrono::Utc::now())
-        .await
-        .unwrap();
+    let used = used_today(&app, &key_id).await;
     assert_eq!(used, 0, "the reservation was given back");
 
     // The key's whole quota is still there for a request that stores.
