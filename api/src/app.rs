@@ -33,7 +33,6 @@ use crate::{auth, error, middleware as mw, routes};
 
 /// Connects to MongoDB and prepares the RabbitMQ publisher (connected on first use).
 pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
-    error::set_verbose(config.http.debug);
     let metrics = Metrics::new();
     let db = Db::connect(&config.mongo, "sms-api").await?;
     Ok(AppState::new(App {
@@ -74,6 +73,10 @@ pub fn router(state: AppState) -> Router {
             mw::track_metrics,
         ))
         .layer(middleware::from_fn(mw::json_errors))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            error::show_internal_causes,
+        ))
         .layer(DefaultBodyLimit::max(state.config.http.max_body_bytes))
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -20,7 +20,7 @@ pub struct Config {
     pub rules: RulesConfig,
     pub seed: SeedConfig,
     /// `AGENT_REGISTRATION_SECRET`; the value stored in the database wins over it.
-    pub agent_registration_secret: Option<String>,
+    pub agent_registration_secret: Option<SecretString>,
     /// How old an unpublished message must be before the sweeper republishes it.
     pub outbox_grace: Duration,
     /// How often the reconciler fails timed-out `SENDING` messages and refreshes gauges.
@@ -83,7 +83,8 @@ impl Config {
             },
             agent_registration_secret: env
                 .get("AGENT_REGISTRATION_SECRET")
-                .filter(|s| !(s.starts_with('<') && s.ends_with('>'))),
+                .filter(|s| !(s.starts_with('<') && s.ends_with('>')))
+                .map(SecretString::from),
             outbox_grace: Duration::from_millis(env.ranged(
                 "OUTBOX_SWEEP_AFTER_MS",
                 3000,
@@ -282,11 +283,48 @@ mod tests {
         );
         assert!(c.http.trust_forwarded);
         assert!(c.seed.enabled);
-        assert_eq!(
-            c.agent_registration_secret, None,
+        assert!(
+            c.agent_registration_secret.is_none(),
             "the placeholder is not a secret"
         );
         assert_eq!(c.mongo.db, "db_sms");
+    }
+
+    #[test]
+    fn debug_output_holds_no_secret() {
+        let secrets = [
+            "mongo-pw-1",
+            "rabbit-pw-2",
+            "jwt-secret-3",
+            "django-key-4",
+            "admin-pw-5",
+            "agent-secret-6",
+        ];
+        let c = Config::from_env(&env(&[
+            (
+                "MONGO_URI",
+                "mongodb://sms_user:mongo-pw-1@shared_mongo:27017/db_sms?authSource=db_sms",
+            ),
+            ("AMQP_URL", "amqp://sms:rabbit-pw-2@rabbitmq:5672/%2f"),
+            ("JWT_SECRET", "jwt-secret-3"),
+            ("DJANGO_SECRET_KEY", "django-key-4"),
+            ("SEED_ADMIN_PASSWORD", "admin-pw-5"),
+            ("AGENT_REGISTRATION_SECRET", "agent-secret-6"),
+        ]))
+        .unwrap();
+        let shown = format!("{c:?}");
+        for secret in secrets {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(
+            shown.contains("sms_user:***@shared_mongo:27017/db_sms"),
+            "{shown}"
+        );
+        assert!(shown.contains("sms:***@rabbitmq:5672"), "{shown}");
+        use secrecy::ExposeSecret;
+        assert_eq!(c.jwt.secret.expose_secret(), "jwt-secret-3");
+        let agents = c.agent_registration_secret.as_ref().unwrap();
+        assert_eq!(agents.expose_secret(), "agent-secret-6");
     }
 
     #[test]

@@ -1,21 +1,18 @@
 //! The API's error type: every failure becomes the contract's JSON
 //! `{"detail", "code", "errors"?}` with the right status. Internal causes are logged once
-//! and never shown (unless `DJANGO_DEBUG` outside production).
+//! and never shown, unless the app's configuration says so ([`show_internal_causes`]).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-/// Set once at start from `DJANGO_DEBUG` (outside production).
-static VERBOSE: AtomicBool = AtomicBool::new(false);
-
-pub fn set_verbose(on: bool) {
-    VERBOSE.store(on, Ordering::Relaxed);
-}
+use crate::state::AppState;
 
 /// Field errors keyed by field path (`messages[3].to`).
 pub type FieldErrors = BTreeMap<String, Vec<String>>;
@@ -136,11 +133,7 @@ impl IntoResponse for ApiError {
         let detail = match &self {
             ApiError::Internal(cause) => {
                 tracing::error!(error = ?cause, "request failed");
-                if VERBOSE.load(Ordering::Relaxed) {
-                    format!("internal error: {cause:#}")
-                } else {
-                    "internal error".to_owned()
-                }
+                "internal error".to_owned()
             }
             ApiError::QuotaExceeded { detail, .. } => detail.clone(),
             other => other.to_string(),
@@ -167,9 +160,39 @@ impl IntoResponse for ApiError {
                     .headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
+            ApiError::Internal(cause) => {
+                let cause = InternalCause(format!("{cause:#}").into());
+                response.extensions_mut().insert(cause);
+            }
             _ => {}
         }
         response
+    }
+}
+
+/// The cause of an internal error, carried on its response (never sent) for
+/// [`show_internal_causes`] to show or not.
+#[derive(Clone)]
+struct InternalCause(Arc<str>);
+
+/// Middleware: with `DJANGO_DEBUG` on (never in production) an internal error's detail names
+/// its cause, as Django's debug pages do; otherwise clients read only "internal error".
+pub async fn show_internal_causes(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let response = next.run(request).await;
+    if !state.config.http.debug {
+        return response;
+    }
+    match response.extensions().get::<InternalCause>() {
+        Some(InternalCause(cause)) => error_response(
+            response.status(),
+            "INTERNAL_ERROR",
+            format!("internal error: {cause}"),
+        ),
+        None => response,
     }
 }
 

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 /// A configuration problem, naming the variable at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -118,10 +118,76 @@ impl<'a> Env<'a> {
     }
 }
 
+/// A connection string that may carry a password (`MONGO_URI`, `AMQP_URL`). Its `Debug` shows
+/// it with the password and password-like query values masked, so operators still see the host
+/// and database; the full string comes only from [`SecretUrl::expose_secret`].
+#[derive(Clone)]
+pub struct SecretUrl(SecretString);
+
+/// Query parameters whose values are masked, matched case-insensitively as parts of the name
+/// (`tlsCertificateKeyFilePassword`, `authMechanismProperties` with a session token, ...).
+const SECRET_PARAMS: [&str; 5] = ["password", "secret", "token", "key", "properties"];
+
+impl SecretUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(SecretString::from(url.into()))
+    }
+
+    /// The full connection string, for the driver only.
+    pub fn expose_secret(&self) -> &str {
+        self.0.expose_secret()
+    }
+
+    /// The connection string with the password after `user:` and secret query values as `***`.
+    pub fn redacted(&self) -> String {
+        let url = self.expose_secret();
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return "***".to_owned();
+        };
+        // The password may hold '@' or '/', so the user part ends at the last '@'; one in the
+        // query string only masks more than needed.
+        let (user, rest) = match rest.rsplit_once('@') {
+            Some((userinfo, after)) => match userinfo.split_once(':') {
+                Some((name, _)) => (format!("{name}:***@"), after),
+                None => (format!("{userinfo}@"), after),
+            },
+            None => (String::new(), rest),
+        };
+        let (address, query) = match rest.split_once('?') {
+            Some((address, query)) => (address, Some(query)),
+            None => (rest, None),
+        };
+        let mut out = format!("{scheme}://{user}{address}");
+        if let Some(query) = query {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((name, _)) if is_secret_param(name) => format!("{name}=***"),
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            out.push('?');
+            out.push_str(&params.join("&"));
+        }
+        out
+    }
+}
+
+fn is_secret_param(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    SECRET_PARAMS.iter().any(|part| name.contains(part))
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.redacted(), f)
+    }
+}
+
 /// MongoDB connection, and how long it keeps message history.
 #[derive(Debug, Clone)]
 pub struct MongoConfig {
-    pub uri: String,
+    pub uri: SecretUrl,
     pub db: String,
     /// `MESSAGE_RETENTION_DAYS`: settled messages older than this are removed by the database's
     /// TTL index (`sms-api create-indexes` manages it); `None` keeps them forever.
@@ -149,7 +215,7 @@ impl MongoConfig {
             }
         };
         Ok(Self {
-            uri,
+            uri: SecretUrl::new(uri),
             db,
             message_retention,
         })
@@ -159,7 +225,7 @@ impl MongoConfig {
 /// RabbitMQ connection and naming.
 #[derive(Debug, Clone)]
 pub struct AmqpConfig {
-    pub url: String,
+    pub url: SecretUrl,
     /// Prefix of every exchange and queue name.
     pub prefix: String,
 }
@@ -183,7 +249,10 @@ impl AmqpConfig {
                 "may hold only letters, digits, '-', '_' and '.'",
             ));
         }
-        Ok(Self { url, prefix })
+        Ok(Self {
+            url: SecretUrl::new(url),
+            prefix,
+        })
     }
 }
 
@@ -377,6 +446,35 @@ mod tests {
             let err = MongoConfig::from_env(&env(&[("MESSAGE_RETENTION_DAYS", bad)])).unwrap_err();
             assert_eq!(err.var, "MESSAGE_RETENTION_DAYS");
         }
+    }
+
+    #[test]
+    fn connection_strings_show_their_host_but_not_their_password() {
+        let e = env(&[
+            (
+                "MONGO_URI",
+                "mongodb://sms_user:p@ss:w/rd@mongo-1:27017,mongo-2/db_sms?authSource=db_sms&tlsCertificateKeyFilePassword=k3y",
+            ),
+            ("AMQP_URL", "amqps://sms:rabbit-pw@rabbit.internal:5671/sms"),
+        ]);
+        let mongo = format!("{:?}", MongoConfig::from_env(&e).unwrap());
+        let amqp = format!("{:?}", AmqpConfig::from_env(&e).unwrap());
+        for secret in ["p@ss:w/rd", "ss:w", "k3y", "rabbit-pw"] {
+            assert!(
+                !mongo.contains(secret) && !amqp.contains(secret),
+                "{mongo} {amqp}"
+            );
+        }
+        assert!(mongo.contains(
+            "mongodb://sms_user:***@mongo-1:27017,mongo-2/db_sms?authSource=db_sms&tlsCertificateKeyFilePassword=***"
+        ), "{mongo}");
+        assert!(
+            amqp.contains("amqps://sms:***@rabbit.internal:5671/sms"),
+            "{amqp}"
+        );
+        let open = SecretUrl::new("mongodb://127.0.0.1:27017/?directConnection=true");
+        assert_eq!(open.redacted(), open.expose_secret(), "nothing to hide");
+        assert_eq!(SecretUrl::new("not a url").redacted(), "***");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use lapin::options::QueueDeclareOptions;
 use sms_shared::amqp::{MessageEvent, Publisher, Topology};
-use sms_shared::config::AmqpConfig;
+use sms_shared::config::{AmqpConfig, SecretUrl};
 use sms_shared::metrics::Metrics;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -50,7 +50,7 @@ impl Fixture {
         let prefix = unique_prefix();
         let metrics = Metrics::new();
         let config = AmqpConfig {
-            url,
+            url: SecretUrl::new(url),
             prefix: prefix.clone(),
         };
         let connection =

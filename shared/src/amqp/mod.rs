@@ -23,7 +23,7 @@ const HEARTBEAT_SECS: u16 = 15;
 
 /// `AMQP_URL` with a heartbeat unless it sets one itself.
 fn url_with_heartbeat(config: &AmqpConfig) -> String {
-    let mut url = config.url.clone();
+    let mut url = config.url.expose_secret().to_owned();
     if !url.contains("heartbeat=") {
         url.push(if url.contains('?') { '&' } else { '?' });
         url.push_str(&format!("heartbeat={HEARTBEAT_SECS}"));
@@ -51,7 +51,7 @@ mod tests {
 
     fn config(url: &str) -> AmqpConfig {
         AmqpConfig {
-            url: url.into(),
+            url: crate::config::SecretUrl::new(url),
             prefix: "sms".into(),
         }
     }

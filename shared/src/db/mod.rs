@@ -54,7 +54,7 @@ pub struct Db {
 impl Db {
     /// Connects lazily (the driver connects on first use) with bounded server selection.
     pub async fn connect(config: &MongoConfig, app_name: &str) -> anyhow::Result<Self> {
-        let mut options = ClientOptions::parse(&config.uri)
+        let mut options = ClientOptions::parse(config.uri.expose_secret())
             .await
             .context("parsing MONGO_URI")?;
         options.app_name = Some(app_name.to_owned());

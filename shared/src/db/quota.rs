@@ -51,7 +51,10 @@ impl Quota {
 
     /// Reserves `n` messages of today's quota; `false` (nothing changed) when it would exceed `limit`.
     ///
-    /// The conditional upsert is atomic: concurrent reservations never accept more than `limit`.
+    /// The conditional increment is atomic: concurrent reservations never accept more than
+    /// `limit`. The day's first reservation creates the counter first; when concurrent first
+    /// reservations race to create it, the losers' duplicate-key error only means it exists now,
+    /// and they increment it like everyone else.
     pub async fn reserve(
         &self,
         key: ObjectId,
@@ -63,24 +66,34 @@ impl Quota {
             return Ok(false);
         }
         let (id, day) = day_id(key, now);
-        let expires = crate::time::to_bson(now + Duration::days(2));
+        if self.increment(&id, n, limit).await? {
+            return Ok(true);
+        }
+        let counter = DayUsage {
+            id: id.clone(),
+            api_key_id: key,
+            day,
+            count: 0,
+            expires_at: crate::time::to_bson(now + Duration::days(2)),
+        };
+        match self.0.insert_one(&counter).await {
+            Ok(_) => {}
+            Err(e) if super::is_duplicate_key(&e) => {}
+            Err(e) => return Err(e),
+        }
+        self.increment(&id, n, limit).await
+    }
+
+    /// Adds `n` to the counter `id` if it exists and has room for them; whether it did.
+    async fn increment(&self, id: &str, n: i64, limit: i64) -> mongodb::error::Result<bool> {
         let result = self
             .0
             .update_one(
-                doc! {"_id": &id, "count": {"$lte": limit - n}},
-                doc! {
-                    "$inc": {"count": n},
-                    "$setOnInsert": {"api_key_id": key, "day": &day, "expires_at": expires},
-                },
+                doc! {"_id": id, "count": {"$lte": limit - n}},
+                doc! {"$inc": {"count": n}},
             )
-            .upsert(true)
-            .await;
-        match result {
-            Ok(r) => Ok(r.matched_count == 1 || r.upserted_id.is_some()),
-            // The counter exists and has no room: the upsert collided with it.
-            Err(e) if super::is_duplicate_key(&e) => Ok(false),
-            Err(e) => Err(e),
-        }
+            .await?;
+        Ok(result.matched_count == 1)
     }
 
     /// Gives back a reservation whose request could not be stored.

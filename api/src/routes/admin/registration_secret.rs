@@ -3,6 +3,7 @@
 
 use axum::extract::State;
 use mongodb::bson::doc;
+use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -32,7 +33,11 @@ pub(crate) async fn secret_in_force(state: &AppState) -> ApiResult<Option<String
     let stored = state.db.settings.registration_secret().await?;
     Ok(match stored {
         Some(v) => Some(v).filter(|v| !v.is_empty()),
-        None => state.config.agent_registration_secret.clone(),
+        None => state
+            .config
+            .agent_registration_secret
+            .as_ref()
+            .map(|s| s.expose_secret().to_owned()),
     })
 }
 

@@ -2,15 +2,20 @@
 //! messages, and answers 202 before publishing their events.
 //!
 //! The handler is the list of its steps, each a function below: [`validate`] → [`render`] →
-//! [`reserve_quota`] → [`store`] (then [`audit`] for operators) → [`publish`]. Until `store`
+//! [`reserve_quota`] → [`store`] → [`publish`] (then [`audit`] for operators). Until `store`
 //! succeeds nothing is written but the quota reservation, which a failed `store` gives back.
+//!
+//! A client that hangs up makes the server drop its handler wherever it is. Stopping half-way
+//! after the quota reservation would leave quota taken for nothing, or a request without its
+//! messages, so the steps from [`reserve_quota`] to handing the events to the publisher run as a
+//! task of their own ([`accept`]) that the handler only waits for (as does graceful shutdown).
 
 use std::collections::HashMap;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use mongodb::bson::oid::ObjectId;
+use mongodb::bson::{doc, oid::ObjectId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sms_shared::config::RulesConfig;
@@ -116,24 +121,41 @@ async fn create_request(
     caller.require(SCOPE_SEND)?;
     let validated = validate(&state, &body).await?;
     let rendered = render(&state.config.rules, &body.messages, validated)?;
-    let now = time::now();
-    let reservation = reserve_quota(&state, &caller, rendered.texts.len(), now).await?;
-    let (request, messages) = documents(&caller, body.priority_weight, rendered, now);
-    if let Err(e) = store(&state, &request, &messages).await {
-        release_quota(&state, reservation).await;
-        return Err(e);
-    }
-    audit(&state, &caller, &request).await?;
-    publish(&state, &messages);
-    tracing::info!(request_id = %request.id, total = request.total, "request accepted");
+    let accepting = accept(state.clone(), caller, body.priority_weight, rendered);
+    let request = (state.tasks.spawn(accepting).await)
+        .map_err(|e| anyhow::Error::new(e).context("accepting a request"))??;
     Ok((
         StatusCode::ACCEPTED,
         Json(Accepted {
             request_id: request.id.to_hex(),
-            total: messages.len(),
+            total: request.total as usize,
             status: "ACCEPTED",
         }),
     ))
+}
+
+/// Steps 3 to 5, which run to the end even when the client hangs up: reserves the quota, stores
+/// the request and its messages (giving the quota back when that fails), hands their events to
+/// the publisher and audits an operator's send. Returns the stored request.
+async fn accept(
+    state: AppState,
+    caller: Caller,
+    priority_weight: Option<i64>,
+    rendered: Rendered,
+) -> ApiResult<SmsRequest> {
+    let now = time::now();
+    let reservation = reserve_quota(&state, &caller, rendered.texts.len(), now).await?;
+    let (request, messages) = documents(&caller, priority_weight, rendered, now);
+    if let Err(failed) = store(&state, &request, &messages).await {
+        if matches!(failed, StoreFailed::Removed) {
+            release_quota(&state, reservation).await;
+        }
+        return Err(ApiError::Unavailable("the database".into()));
+    }
+    publish(&state, &messages);
+    tracing::info!(request_id = %request.id, total = request.total, "request accepted");
+    audit(&state, &caller, &request).await;
+    Ok(request)
 }
 
 fn rejected(errors: FieldErrors) -> ApiError {
@@ -393,9 +415,21 @@ fn documents(
     (request, messages)
 }
 
+/// How a failed [`store`] left the database.
+enum StoreFailed {
+    /// Everything it wrote was removed again.
+    Removed,
+    /// Removing failed too: part of the request may still be stored, so its quota stays taken.
+    PartlyLeft,
+}
+
 /// Step 4: stores the request and its messages, and counts them `PENDING`; on failure removes
-/// what was written and answers `SERVICE_UNAVAILABLE`.
-async fn store(state: &AppState, request: &SmsRequest, messages: &[Message]) -> ApiResult<()> {
+/// what was written.
+async fn store(
+    state: &AppState,
+    request: &SmsRequest,
+    messages: &[Message],
+) -> Result<(), StoreFailed> {
     let _writing = state.client_writes.begin();
     let result = async {
         state.db.requests.insert(request).await?;
@@ -403,29 +437,44 @@ async fn store(state: &AppState, request: &SmsRequest, messages: &[Message]) -> 
     }
     .await;
     if let Err(e) = result {
-        let _ = state.db.messages.delete_request(request.id).await;
-        let _ = state.db.requests.delete(request.id).await;
-        tracing::error!(error = %e, "storing a request failed");
-        return Err(ApiError::Unavailable("the database".into()));
+        tracing::error!(error = %e, request_id = %request.id, "storing a request failed");
+        return Err(remove(state, request.id).await);
     }
     count_transitions(&state.db.stats, &Message::created(messages)).await;
     Ok(())
 }
 
-/// Records an operator's send in the audit log (API keys' sends are not audited).
-async fn audit(state: &AppState, caller: &Caller, request: &SmsRequest) -> ApiResult<()> {
+/// Removes a half-stored request, its messages first so that none is left without its request;
+/// tries three times before leaving it to an operator.
+async fn remove(state: &AppState, request_id: ObjectId) -> StoreFailed {
+    for attempt in 1..=3 {
+        let removed = async {
+            state.db.messages.delete_request(request_id).await?;
+            state.db.requests.delete(request_id).await
+        }
+        .await;
+        let Err(e) = removed else {
+            return StoreFailed::Removed;
+        };
+        tracing::error!(error = %e, %request_id, attempt, "removing a half-stored request failed");
+        tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+    }
+    StoreFailed::PartlyLeft
+}
+
+/// Records an operator's send in the audit log (API keys' sends are not audited). The request
+/// is stored by then and will be sent, so a failure is logged rather than answered: an error
+/// would invite the client to send it again.
+async fn audit(state: &AppState, caller: &Caller, request: &SmsRequest) {
     let Caller::Operator(operator) = caller else {
-        return Ok(());
+        return;
     };
-    operator
-        .audit(
-            state,
-            "request.create",
-            "sms_request",
-            Some(request.id.to_hex()),
-            mongodb::bson::doc! {"total": request.total, "agent_id": request.agent_id.to_hex()},
-        )
-        .await
+    let details = doc! {"total": request.total, "agent_id": request.agent_id.to_hex()};
+    let id = Some(request.id.to_hex());
+    let recorded = operator.audit(state, "request.create", "sms_request", id, details);
+    if let Err(e) = recorded.await {
+        tracing::error!(error = %e, request_id = %request.id, "could not audit an accepted request");
+    }
 }
 
 /// Step 5: publishes the messages' events in the background, so the client does not wait for
