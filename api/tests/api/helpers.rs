@@ -230,10 +230,10 @@ pub async fn cleanup(db: String, prefix: String) {
     {
         if let Ok(ch) = conn.create_channel().await {
             let t = sms_shared::amqp::Topology::new(&prefix);
-            for q in [&t.queue, &t.dead_letter_queue] {
+            for q in t.queues() {
                 let _ = ch.queue_delete(q, Default::default()).await;
             }
-            for e in [&t.events_exchange, &t.dead_letter_exchange] {
+            for e in t.exchanges() {
                 let _ = ch.exchange_delete(e, Default::default()).await;
             }
         }

@@ -11,6 +11,7 @@ mod counters;
 mod csv_export;
 mod deploy;
 mod errors;
+mod fast_lane;
 mod health;
 mod helpers;
 mod http_limits;

@@ -39,6 +39,7 @@ const CONFIG_VARS: &[&str] = &[
     "MESSAGE_RETENTION_DAYS",
     "AMQP_URL",
     "AMQP_PREFIX",
+    "FAST_LANE_PRIORITY",
     "JWT_SECRET",
     "JWT_ACCESS_MINUTES",
     "JWT_ISSUER",
