@@ -18,6 +18,7 @@ mod http_limits;
 mod jobs;
 mod jobs_recovery;
 mod login;
+mod long_poll;
 mod messages;
 mod openapi;
 mod outbox;
