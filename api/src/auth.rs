@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
-use mongodb::bson::{self, oid::ObjectId, DateTime};
+use mongodb::bson::{self, oid::ObjectId};
 use sms_shared::db::agents::Agent;
 use sms_shared::db::audit_logs::AuditLog;
 use sms_shared::domain::token;
@@ -65,14 +65,10 @@ impl Operator {
             .db
             .audit_logs
             .insert(&AuditLog {
-                id: ObjectId::new(),
-                actor: self.name.clone(),
-                action: action.to_owned(),
-                target_type: target_type.to_owned(),
                 target_id,
-                at: DateTime::now(),
                 ip: self.ip.clone(),
                 details,
+                ..AuditLog::now(&self.name, action, target_type)
             })
             .await?;
         Ok(())

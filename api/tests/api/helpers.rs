@@ -12,7 +12,9 @@ use sms_shared::db::Db;
 use tokio::sync::oneshot;
 
 mod agent;
+mod lists;
 pub use agent::*;
+pub use lists::*;
 
 pub const ADMIN_USER: &str = "admin";
 pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
@@ -471,6 +473,16 @@ pub async fn metric(app: &TestApp, name: &str) -> f64 {
 /// `n` distinct valid Vietnamese mobile numbers in national form.
 pub fn numbers(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("09{:08}", 10_000_000 + i)).collect()
+}
+
+/// The first `limit` items of a list, as the API asks for them.
+pub fn first_page(limit: u64) -> sms_shared::db::paging::PageRequest {
+    sms_shared::db::paging::PageRequest {
+        limit,
+        skip: 0,
+        after: None,
+        total_cap: sms_shared::db::paging::TOTAL_CAP,
+    }
 }
 
 /// How many messages a dispatcher has staged so far.

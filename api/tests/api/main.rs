@@ -9,6 +9,8 @@ mod auth;
 mod deploy;
 mod health;
 mod helpers;
+mod list_paging;
+mod list_plans;
 mod messages;
 mod openapi;
 mod outbox;

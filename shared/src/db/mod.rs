@@ -18,6 +18,7 @@ pub mod api_keys;
 pub mod audit_logs;
 pub mod dedup;
 pub mod messages;
+pub mod paging;
 pub mod quota;
 pub mod reports;
 pub mod requests;
@@ -149,6 +150,23 @@ pub(crate) async fn ensure_indexes<T: Send + Sync>(
     models: Vec<mongodb::IndexModel>,
 ) -> mongodb::error::Result<()> {
     coll.create_indexes(models).await.map(|_| ())
+}
+
+/// Drops indexes an earlier version created and nothing uses any more; absent ones are fine.
+pub(crate) async fn drop_indexes<T: Send + Sync>(
+    coll: &mongodb::Collection<T>,
+    names: &[&str],
+) -> mongodb::error::Result<()> {
+    for name in names {
+        match coll.drop_index(*name).await {
+            Ok(()) => tracing::info!(collection = coll.name(), index = name, "dropped index"),
+            // IndexNotFound, NamespaceNotFound.
+            Err(e) if matches!(e.kind.as_ref(), ErrorKind::Command(c) if c.code == 27 || c.code == 26) =>
+                {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Shorthand for an index with options.
