@@ -5,7 +5,7 @@ use axum::extract::FromRequest;
 use axum::response::{IntoResponse, Response};
 use mongodb::bson::oid::ObjectId;
 use serde::{Deserialize, Serialize};
-use sms_shared::db::paging::{Listing, PageRequest, TOTAL_CAP};
+use sms_shared::db::paging::{Listing, PageRequest, TOTAL_LOOKAHEAD};
 
 use crate::error::ApiError;
 
@@ -58,7 +58,7 @@ impl Paging {
             limit: limit.min(MAX_LIMIT) as u64,
             skip,
             after: id_param("after", self.after.as_deref())?,
-            total_cap: TOTAL_CAP,
+            total_lookahead: TOTAL_LOOKAHEAD,
         })
     }
 }
@@ -69,8 +69,8 @@ pub struct Page<T> {
     pub items: Vec<T>,
     /// How many match, over all pages; at least that many when `total_is_lower_bound`.
     pub total: u64,
-    /// Counting stopped at a cap (10,000 matches, or one past the requested page when that is
-    /// deeper): `total` is a lower bound. `false` when `total` is exact.
+    /// Counting stopped 1,000 matches past this page (`skip + limit + 1000`): `total` is a
+    /// lower bound. `false` when `total` is exact.
     pub total_is_lower_bound: bool,
     /// The page size in force (the default or the capped request).
     pub limit: i64,

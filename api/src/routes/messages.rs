@@ -192,7 +192,8 @@ struct AllMessagesQuery {
 
 /// Messages across requests, newest first: an API key's own, or every one for operators. Page
 /// with `after` (the previous page's `next`) or `skip`. `total` is exact for a `to` search and
-/// up to 10,000 matches; beyond, it is capped and `total_is_lower_bound` is true.
+/// up to 1,000 matches past the page; beyond that it is capped there and
+/// `total_is_lower_bound` is true.
 #[utoipa::path(
     get,
     path = "/messages/all",

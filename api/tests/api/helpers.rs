@@ -481,7 +481,7 @@ pub fn first_page(limit: u64) -> sms_shared::db::paging::PageRequest {
         limit,
         skip: 0,
         after: None,
-        total_cap: sms_shared::db::paging::TOTAL_CAP,
+        total_lookahead: sms_shared::db::paging::TOTAL_LOOKAHEAD,
     }
 }
 

@@ -7,7 +7,7 @@ use mongodb::bson::{doc, Document};
 use reqwest::StatusCode;
 use serde_json::Value;
 use sms_shared::db::audit_logs::AuditFilter;
-use sms_shared::db::paging::TOTAL_CAP;
+use sms_shared::db::paging::TOTAL_LOOKAHEAD;
 use sms_shared::domain::status::Status;
 
 use crate::helpers::*;
@@ -172,54 +172,64 @@ async fn a_requests_messages_page_oldest_first_with_an_exact_total() {
 }
 
 #[tokio::test]
-async fn totals_past_the_cap_are_flagged_as_lower_bounds() {
+async fn totals_past_the_lookahead_are_flagged_as_lower_bounds() {
     let app = spawn_app().await;
     let s = app.sender().await;
     let agent = oid(&s.agent_id);
     let key = Some(oid(&s.key_id));
-    let many: Vec<_> = (0..TOTAL_CAP + 1)
+    let many: Vec<_> = (0..1200)
         .map(|i| {
-            let to = if i % 1000 == 0 {
+            let to = if i % 100 == 0 {
                 "+84910000009"
             } else {
                 "+84910000001"
             };
-            message_at(key, agent, Status::Sent, to, (i as i64) * 7_000)
+            message_at(key, agent, Status::Sent, to, i * 60_000)
         })
         .collect();
     app.db.messages.insert_many(&many).await.unwrap();
     let auth = Auth::ApiKey(&s.key);
+    let flagged = |body: &Value| (body["total"].as_u64(), body["total_is_lower_bound"].clone());
 
-    let (ids, capped) = api_page(&app, "/messages/all?limit=5", auth).await;
+    let (ids, first) = api_page(&app, "/messages/all?limit=5", auth).await;
     assert_eq!(ids.len(), 5);
-    assert_eq!(capped["total"], TOTAL_CAP);
-    assert_eq!(capped["total_is_lower_bound"], true);
-    assert_eq!(capped["next"], ids[4].as_str());
-    // Beyond the cap the count reaches one past the page asked for.
-    let (ids, deep) = api_page(&app, "/messages/all?limit=5&skip=10000", auth).await;
-    assert_eq!(ids.len(), 1);
     assert_eq!(
-        (&deep["total"], &deep["total_is_lower_bound"]),
-        (&Value::from(10_001), &Value::Bool(false))
+        flagged(&first),
+        (Some(5 + TOTAL_LOOKAHEAD), Value::Bool(true))
     );
-    let (_, sent) = api_page(&app, "/messages/all?status=SENT&limit=1&skip=10000", auth).await;
-    assert_eq!(sent["total"], 10_001);
+    assert_eq!(first["next"], ids[4].as_str());
+    let (_, sent) = api_page(&app, "/messages/all?status=SENT&limit=50", auth).await;
+    assert_eq!(flagged(&sent), (Some(1050), Value::Bool(true)));
+    // Near the end the count reaches it, and is exact.
+    let (ids, deep) = api_page(&app, "/messages/all?limit=100&skip=1150", auth).await;
+    assert_eq!(ids.len(), 50);
+    assert_eq!(flagged(&deep), (Some(1200), Value::Bool(false)));
+    assert_eq!(deep["next"], Value::Null);
+    // Seed-style paging (`skip += limit` until `skip >= total`) still reaches the end.
+    let mut seen = Vec::new();
+    loop {
+        let path = format!("/messages/all?limit=500&skip={}", seen.len());
+        let (ids, body) = api_page(&app, &path, auth).await;
+        seen.extend(ids);
+        if seen.len() as u64 >= body["total"].as_u64().unwrap() {
+            break;
+        }
+    }
+    let want = expected(&app, "sms_messages", doc! {"api_key_id": key}, -1).await;
+    assert_eq!(seen, want);
     // A number's messages are counted exactly.
-    let (ids, number) = api_page(&app, "/messages/all?to=0910000009", auth).await;
-    assert_eq!(ids.len(), 11);
-    assert_eq!(
-        (&number["total"], &number["total_is_lower_bound"]),
-        (&Value::from(11), &Value::Bool(false))
-    );
+    let (ids, number) = api_page(&app, "/messages/all?to=0910000009&limit=5", auth).await;
+    assert_eq!(ids.len(), 5);
+    assert_eq!(flagged(&number), (Some(12), Value::Bool(false)));
 
-    // The cap is the caller's: the audit list counted with a cap of 10.
+    // The lookahead is the caller's: the audit list counted 5 past a page of 5.
     audit_history(&app).await;
     let all = AuditFilter::default();
     let mut small = page(5, 0, None);
-    small.total_cap = 10;
+    small.total_lookahead = 5;
     let listed = app.db.audit_logs.list(&all, &small).await.unwrap();
     assert_eq!((listed.total, listed.total_is_lower_bound), (10, true));
-    small.total_cap = 1000;
+    small.total_lookahead = 1000;
     let listed = app.db.audit_logs.list(&all, &small).await.unwrap();
     let n = app.count("audit_logs", doc! {}).await;
     assert!(n > 48);

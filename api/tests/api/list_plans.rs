@@ -1,12 +1,14 @@
 //! Every list and search the API issues is served by one index, for its filter and its order
-//! alike: `explain` (executionStats) of exactly what a list executed shows an index scan of
-//! that index, no collection scan, no in-memory sort, and about `skip + limit` keys examined
-//! per window (a number's or a request's messages: no more than that number or request has).
+//! alike: `explain` (executionStats) of exactly what a list executed, with the index as the
+//! hint MongoDB gets, shows an index scan of that index, no collection scan, no in-memory sort,
+//! and about `skip + limit` keys examined per window (a number's or a request's messages: no
+//! more than that number or request has). The test server, which gets no hint, reads the index
+//! the filter's first field leads: each filter leads with the index's first field.
 
 use mongodb::bson::{doc, DateTime, Document};
 use sms_shared::db::audit_logs::{indexes as audit_indexes, AuditFilter};
 use sms_shared::db::messages::{list_indexes, MessageFilter};
-use sms_shared::db::paging::{Keyed, Listing, PageRequest, QuerySpec};
+use sms_shared::db::paging::{Keyed, Listing, Op, PageRequest, QuerySpec};
 use sms_shared::domain::status::Status;
 
 use crate::helpers::*;
@@ -105,30 +107,32 @@ async fn assert_shape(app: &TestApp, shape: &Shape<'_>, path: &str, listed: List
     assert_eq!(body["next"].as_str(), listed.next.as_deref(), "{path}");
     assert!(!listed.queries.is_empty(), "{path}");
     for spec in &listed.queries {
-        let (filter, bound) = match spec {
-            QuerySpec::Find {
-                filter,
-                skip,
-                limit,
-                ..
-            } => (filter, Some(skip + limit)),
-            QuerySpec::Count { filter, limit, .. } => (filter, *limit),
+        let bound = match &spec.op {
+            Op::Find { skip, limit, .. } => Some(skip + limit),
+            Op::Count { limit } => *limit,
         };
         let what = format!("{path}: {spec:?}");
-        let lead = filter.keys().next().map_or("_id", String::as_str);
+        assert_eq!(spec.index, shape.index, "{what}");
+        // The test server reads the index its filter's first field leads.
+        let lead = spec.filter.keys().next().map_or("_id", String::as_str);
         assert_eq!(lead, shape.first, "{what}");
         let max_keys = match &shape.narrow {
             // The scan stays within the number's (the request's) entries of the window.
             Some(narrow) => {
                 let mut within = narrow.clone();
-                if let Ok(id) = filter.get_document("_id") {
+                if let Ok(id) = spec.filter.get_document("_id") {
                     within.insert("_id", id.clone());
                 }
                 app.count(shape.collection, within).await + 1
             }
             None => bound.expect("a broad list's counts are capped") + 1,
         };
-        explain(app, shape.collection, spec)
+        // As MongoDB runs it: with the index as a hint.
+        let hinted = QuerySpec {
+            hint: true,
+            ..spec.clone()
+        };
+        explain(app, shape.collection, &hinted)
             .await
             .assert_served_by(shape.index, max_keys, &what);
     }
@@ -382,4 +386,64 @@ async fn every_audit_list_scans_only_its_index() {
             assert_shape(&app, &shape, &path, listed.into()).await;
         }
     }
+}
+
+#[tokio::test]
+async fn creating_indexes_replaces_the_old_list_indexes() {
+    let app = spawn_app().await;
+    let names = |collection: &'static str| {
+        let db = app.db.database.clone();
+        async move {
+            db.collection::<Document>(collection)
+                .list_index_names()
+                .await
+                .unwrap()
+        }
+    };
+    let old = |keys: Document, name: &str| {
+        mongodb::IndexModel::builder()
+            .keys(keys)
+            .options(
+                mongodb::options::IndexOptions::builder()
+                    .name(name.to_owned())
+                    .build(),
+            )
+            .build()
+    };
+    let messages = app.db.database.collection::<Document>("sms_messages");
+    messages
+        .create_indexes([
+            old(doc! {"api_key_id": 1, "created_at": -1}, "tenant_created"),
+            old(doc! {"status": 1, "created_at": -1}, "status_created"),
+            old(doc! {"to": 1, "created_at": -1}, "to_created"),
+        ])
+        .await
+        .unwrap();
+    let audit = app.db.database.collection::<Document>("audit_logs");
+    audit
+        .create_indexes([
+            old(doc! {"at": -1}, "at"),
+            old(doc! {"actor": 1, "at": -1}, "actor_at"),
+        ])
+        .await
+        .unwrap();
+
+    sms_api::commands::create_indexes(&app.db).await.unwrap();
+    let have = names("sms_messages").await;
+    for gone in ["tenant_created", "status_created", "to_created"] {
+        assert!(!have.iter().any(|n| n == gone), "{gone} in {have:?}");
+    }
+    for index in [
+        list_indexes::TENANT,
+        list_indexes::TO,
+        list_indexes::AGENT_STATUS,
+    ] {
+        assert!(have.iter().any(|n| n == index.name), "{have:?}");
+    }
+    let have = names("audit_logs").await;
+    assert!(
+        !have.iter().any(|n| n == "at" || n == "actor_at"),
+        "{have:?}"
+    );
+    assert!(have.iter().any(|n| n == audit_indexes::ACTOR_ACTION.name));
 }

@@ -5,7 +5,7 @@ use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
 use mongodb::{Collection, Database};
 use serde::{Deserialize, Serialize};
 
-use super::paging::{self, Keyed, ListIndex, ListQuery, Listing, PageRequest};
+use super::paging::{self, Hints, Keyed, ListIndex, ListQuery, Listing, PageRequest};
 
 /// One operator write.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -96,17 +96,18 @@ impl AuditFilter {
             until: self.until,
             index,
             bounded: false,
+            hint: true,
         }
     }
 }
 
 /// The `audit_logs` collection.
 #[derive(Clone)]
-pub struct AuditLogs(Collection<AuditLog>);
+pub struct AuditLogs(Collection<AuditLog>, Hints);
 
 impl AuditLogs {
     pub fn new(db: &Database) -> Self {
-        Self(db.collection("audit_logs"))
+        Self(db.collection("audit_logs"), Hints::default())
     }
 
     pub fn collection(&self) -> &Collection<AuditLog> {
@@ -137,6 +138,8 @@ impl AuditLogs {
         filter: &AuditFilter,
         page: &PageRequest,
     ) -> mongodb::error::Result<Listing<AuditLog>> {
-        paging::newest_first(&self.0, &filter.list_query(), page, DateTime::now()).await
+        let mut query = filter.list_query();
+        query.hint = self.1.wanted(&self.0).await?;
+        paging::newest_first(&self.0, &query, page, DateTime::now()).await
     }
 }

@@ -2,15 +2,17 @@
 //!
 //! The documents listed here (messages, audit entries) have `_id`s that carry their creation
 //! second ([`id_at`]), so an `_id` range is a time range. Lists are sorted by `_id` and each
-//! query shape has an index ending in `_id` that serves both its filter and its sort, named in
-//! the query as a hint.
+//! query shape has an index ending in `_id` that serves both its filter and its sort; the
+//! filter leads with that index's first field, and the index is named as a hint where the
+//! server benefits ([`Hints`]).
 //!
 //! A newest-first list does not ask for "everything matching, sorted, first N": it walks back
 //! in time in `_id` windows — the last hour, then 4 hours before that, then 16, ... — and the
 //! last window open-ended, each window a tight index range asked only for what is still missing.
 //! A page near the top of a busy list costs about its own size, however long the history.
-//! `total` is counted over the same windows up to a cap ([`TOTAL_CAP`]) unless the index bounds
-//! the match set tightly (one number's or one request's messages), then it is exact.
+//! `total` is counted, in windows sized to hold what is still missing, up to
+//! [`TOTAL_LOOKAHEAD`] matches past the requested page. A match set the index bounds tightly
+//! (one number's or one request's messages) is read in one query and counted exactly.
 //!
 //! Every database operation is a [`QuerySpec`] value: the list functions execute it and report
 //! it in [`Listing::queries`], so a test can `explain` exactly what a list asked.
@@ -21,7 +23,7 @@ use serde::de::DeserializeOwned;
 
 mod spec;
 
-pub use spec::QuerySpec;
+pub use spec::{Hints, Op, QuerySpec};
 
 /// The span of the first window of a newest-first walk, in seconds.
 pub const FIRST_WINDOW_SECS: i64 = 3600;
@@ -30,9 +32,12 @@ pub const WINDOW_GROWTH: i64 = 4;
 /// Windows of a walk: 8 bounded ones (an hour up to about 2 years back, 2.5 years in all),
 /// then one open-ended.
 pub const MAX_WINDOWS: usize = 9;
-/// Up to how many matches a windowed `total` counts before it says "at least this many".
-/// A request deeper than that (`skip + limit` beyond it) is counted to one past its page.
-pub const TOTAL_CAP: u64 = 10_000;
+/// Windows of a capped count, the last one open.
+pub const MAX_COUNT_WINDOWS: usize = 16;
+/// How many matches past the requested page (`skip + limit`) a capped `total` counts before it
+/// says "at least this many". A capped total is always past the page, so a client that pages
+/// with `skip` until `skip >= total` still reaches the end.
+pub const TOTAL_LOOKAHEAD: u64 = 1_000;
 
 /// An index serving a list: equality on `fields` (in this order), then `_id` descending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,9 +122,37 @@ pub struct ListQuery {
     /// The index bounds the match set tightly (one number's, one request's messages): `total`
     /// is counted exactly, not over capped windows.
     pub bounded: bool,
+    /// Name `index` as a hint (see [`Hints`]).
+    pub hint: bool,
 }
 
 impl ListQuery {
+    /// A find of this query's `filter`.
+    fn find(&self, filter: Document, sort: i32, skip: u64, limit: u64) -> QuerySpec {
+        self.spec(
+            filter,
+            Op::Find {
+                sort: doc! {"_id": sort},
+                skip,
+                limit,
+            },
+        )
+    }
+
+    /// A count of this query's `filter`, of at most `limit`.
+    fn count(&self, filter: Document, limit: Option<u64>) -> QuerySpec {
+        self.spec(filter, Op::Count { limit })
+    }
+
+    fn spec(&self, filter: Document, op: Op) -> QuerySpec {
+        QuerySpec {
+            op,
+            filter,
+            index: self.index,
+            hint: self.hint,
+        }
+    }
+
     /// The filter with this `_id` condition: equalities, `_id`, then the exact time condition.
     fn filter(&self, id: Document) -> Document {
         let mut f = self.equals.clone();
@@ -169,8 +202,8 @@ pub struct PageRequest {
     pub skip: u64,
     /// The `next` of the previous page: continue strictly beyond this id.
     pub after: Option<ObjectId>,
-    /// Up to how many matches a windowed total counts ([`TOTAL_CAP`] in the API).
-    pub total_cap: u64,
+    /// How far past the page a capped total counts ([`TOTAL_LOOKAHEAD`] in the API).
+    pub total_lookahead: u64,
 }
 
 /// A page and what it cost.
@@ -235,6 +268,12 @@ where
         (a, c) => a.or(c),
     };
     let walk = async {
+        if query.bounded {
+            // The index bounds the set to one number's messages: one query.
+            let filter = query.filter(ListQuery::range(query.id_floor(), top));
+            let find = query.find(filter, -1, page.skip, page.limit);
+            return Ok((find.find(coll).await?, vec![find]));
+        }
         let mut items: Vec<T> = Vec::new();
         let mut queries = Vec::new();
         let mut skip_left = page.skip;
@@ -246,11 +285,7 @@ where
             let filter = query.filter(ListQuery::range(lo, hi));
             if skip_left > 0 {
                 // Skip whole windows by counting them, not by reading them.
-                let count = QuerySpec::Count {
-                    filter: filter.clone(),
-                    hint: query.index,
-                    limit: Some(skip_left + 1),
-                };
+                let count = query.count(filter.clone(), Some(skip_left + 1));
                 let n = count.count(coll).await?;
                 queries.push(count);
                 if n <= skip_left {
@@ -258,39 +293,20 @@ where
                     continue;
                 }
             }
-            let find = QuerySpec::Find {
-                filter,
-                sort: doc! {"_id": -1},
-                hint: query.index,
-                skip: skip_left,
-                limit: need,
-            };
+            let find = query.find(filter, -1, skip_left, need);
             items.extend(find.find(coll).await?);
             queries.push(find);
             skip_left = 0;
         }
         Ok::<_, mongodb::error::Error>((items, queries))
     };
-    let cap = page.total_cap.max(page.skip + page.limit + 1);
+    let cap = page.skip + page.limit + page.total_lookahead;
     let total = async {
         if query.bounded {
-            return exact_total(coll, query).await;
+            exact_total(coll, query).await
+        } else {
+            capped_total(coll, query, cap, now).await
         }
-        let mut counted = 0;
-        let mut queries = Vec::new();
-        for (lo, hi) in windows(ceiling, query.id_floor(), now) {
-            if counted > cap {
-                break;
-            }
-            let count = QuerySpec::Count {
-                filter: query.filter(ListQuery::range(lo, hi)),
-                hint: query.index,
-                limit: Some(cap + 1 - counted),
-            };
-            counted += count.count(coll).await?;
-            queries.push(count);
-        }
-        Ok((counted, queries))
     };
     let ((items, mut queries), (counted, count_queries)) = futures::try_join!(walk, total)?;
     queries.extend(count_queries);
@@ -318,13 +334,7 @@ where
     if let Some(after) = page.after {
         id.insert("$gt", after);
     }
-    let find = QuerySpec::Find {
-        filter: query.filter(id),
-        sort: doc! {"_id": 1},
-        hint: query.index,
-        skip: page.skip,
-        limit: page.limit,
-    };
+    let find = query.find(query.filter(id), 1, page.skip, page.limit);
     let (items, (total, count_queries)) =
         futures::try_join!(find.find(coll), exact_total(coll, query))?;
     let mut queries = vec![find];
@@ -338,16 +348,69 @@ where
     })
 }
 
+/// Counts `query`'s matches newest first up to `cap + 1`, window by window. The first window is
+/// the last hour below `until` (or now); each next one is sized by the rate counted so far to
+/// hold what is still missing (and a quarter more), at most 4 times the one before, so the
+/// count reads little more than `cap` index entries however long the history; the last of
+/// [`MAX_COUNT_WINDOWS`] is open.
+async fn capped_total<T: Send + Sync>(
+    coll: &Collection<T>,
+    query: &ListQuery,
+    cap: u64,
+    now: DateTime,
+) -> mongodb::error::Result<(u64, Vec<QuerySpec>)> {
+    let floor = query.id_floor();
+    let floor_secs = floor.map_or(0, id_seconds);
+    let mut hi = query.id_ceiling();
+    let mut hi_secs = hi.map_or_else(|| seconds_floor(now), id_seconds);
+    let mut span = FIRST_WINDOW_SECS;
+    let (mut counted, mut covered) = (0u64, 0i64);
+    let mut queries = Vec::new();
+    while counted <= cap && queries.len() < MAX_COUNT_WINDOWS {
+        if let (Some(h), Some(f)) = (hi, floor) {
+            if h <= f {
+                break;
+            }
+        }
+        let lo_secs = hi_secs - span;
+        let last = queries.len() + 1 == MAX_COUNT_WINDOWS || lo_secs <= floor_secs;
+        let lo = if last {
+            floor
+        } else {
+            Some(second_floor(lo_secs))
+        };
+        let count = query.count(
+            query.filter(ListQuery::range(lo, hi)),
+            Some(cap + 1 - counted),
+        );
+        counted += count.count(coll).await?;
+        queries.push(count);
+        if last {
+            break;
+        }
+        covered += span;
+        (hi, hi_secs) = (lo, lo_secs);
+        let grown = span * WINDOW_GROWTH;
+        span = match cap.checked_sub(counted) {
+            Some(missing) if counted > 0 => {
+                let per_sec = counted as f64 / covered as f64;
+                ((missing + 1) as f64 * 1.25 / per_sec).clamp(60.0, grown as f64) as i64
+            }
+            _ => grown,
+        };
+    }
+    Ok((counted, queries))
+}
+
 /// Counts all of `query`'s matches in one operation.
 async fn exact_total<T: Send + Sync>(
     coll: &Collection<T>,
     query: &ListQuery,
 ) -> mongodb::error::Result<(u64, Vec<QuerySpec>)> {
-    let count = QuerySpec::Count {
-        filter: query.filter(ListQuery::range(query.id_floor(), query.id_ceiling())),
-        hint: query.index,
-        limit: None,
-    };
+    let count = query.count(
+        query.filter(ListQuery::range(query.id_floor(), query.id_ceiling())),
+        None,
+    );
     Ok((count.count(coll).await?, vec![count]))
 }
 
@@ -384,6 +447,7 @@ mod tests {
             until: Some(DateTime::from_millis(T0 * 1000 + 1500)),
             index: "_id_",
             bounded: false,
+            hint: true,
         };
         assert_eq!(q.id_floor(), Some(second_floor(T0)));
         assert_eq!(q.id_ceiling(), Some(second_floor(T0 + 2)));
@@ -445,6 +509,7 @@ mod tests {
             until: None,
             index: "list_tenant_status",
             bounded: false,
+            hint: true,
         };
         let f = q.filter(ListQuery::range(Some(second_floor(T0)), None));
         let keys: Vec<&str> = f.keys().map(String::as_str).collect();

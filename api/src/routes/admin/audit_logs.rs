@@ -86,8 +86,8 @@ fn non_empty(value: Option<String>) -> Option<String> {
 }
 
 /// Lists audit log entries, newest first. Page with `after` (the previous page's `next`) or
-/// `skip`; `total` is exact up to 10,000 entries, beyond it is capped and
-/// `total_is_lower_bound` is true.
+/// `skip`; `total` is exact up to 1,000 entries past the page, beyond that it is capped there
+/// and `total_is_lower_bound` is true.
 #[utoipa::path(
     get,
     path = "/admin/audit-logs",

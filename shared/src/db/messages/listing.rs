@@ -108,6 +108,7 @@ impl MessageFilter {
             until: self.until,
             index,
             bounded: narrow.is_some(),
+            hint: true,
         }
     }
 }
@@ -120,7 +121,8 @@ impl Messages {
         filter: &MessageFilter,
         page: &PageRequest,
     ) -> mongodb::error::Result<Listing<Message>> {
-        let query = filter.list_query();
+        let mut query = filter.list_query();
+        query.hint = self.1.wanted(&self.0).await?;
         if filter.request_id.is_some() {
             paging::oldest_first(&self.0, &query, page).await
         } else {

@@ -15,6 +15,7 @@ use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
 use mongodb::{Collection, Database};
 use serde::{Deserialize, Serialize};
 
+use super::paging::Hints;
 use crate::domain::status::Status;
 
 mod leasing;
@@ -186,11 +187,11 @@ impl MessageFilter {
 /// The `sms_messages` collection. Its queries are spread over this module's files, one file per
 /// stage of a message's life.
 #[derive(Clone)]
-pub struct Messages(Collection<Message>);
+pub struct Messages(Collection<Message>, Hints);
 
 impl Messages {
     pub fn new(db: &Database) -> Self {
-        Self(db.collection("sms_messages"))
+        Self(db.collection("sms_messages"), Hints::default())
     }
 
     pub fn collection(&self) -> &Collection<Message> {

@@ -1,48 +1,61 @@
-//! One database operation of a list as a value: the list functions execute it, and tests
-//! replay it under `explain`.
+//! One database operation of a list as a value: the list functions execute exactly its
+//! [`QuerySpec::command`], and tests replay that command under `explain`.
 
-use futures::TryStreamExt;
-use mongodb::bson::{doc, Document};
-use mongodb::options::Hint;
-use mongodb::Collection;
+use std::sync::Arc;
+
+use mongodb::bson::{doc, Bson, Document};
+use mongodb::{Collection, Database};
 use serde::de::DeserializeOwned;
+use tokio::sync::OnceCell;
 
-/// One operation on the database, as executed: what `explain` replays.
+/// What an operation does with its filter.
 #[derive(Debug, Clone, PartialEq)]
-pub enum QuerySpec {
+pub enum Op {
+    /// The matches in `sort` order, `skip` then at most `limit` of them, in one reply.
     Find {
-        filter: Document,
         sort: Document,
-        hint: &'static str,
         skip: u64,
         limit: u64,
     },
-    /// `$match`, at most `limit` documents, counted (the pipeline `count_documents` sends).
-    Count {
-        filter: Document,
-        hint: &'static str,
-        limit: Option<u64>,
-    },
+    /// How many match, counting at most `limit` (the pipeline `count_documents` sends).
+    Count { limit: Option<u64> },
+}
+
+/// One operation on the database, as executed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuerySpec {
+    pub op: Op,
+    /// Led by the first field of `index`.
+    pub filter: Document,
+    /// The index that serves the filter and the order.
+    pub index: &'static str,
+    /// Whether `index` is sent as a hint (see [`Hints`]).
+    pub hint: bool,
 }
 
 impl QuerySpec {
     /// The command this operation sends for `collection`.
     pub fn command(&self, collection: &str) -> Document {
-        match self {
-            QuerySpec::Find {
-                filter,
-                sort,
-                hint,
-                skip,
-                limit,
-            } => doc! {
-                "find": collection, "filter": filter.clone(), "sort": sort.clone(),
-                "hint": *hint, "skip": *skip as i64, "limit": *limit as i64,
+        let mut command = match &self.op {
+            Op::Find { sort, skip, limit } => doc! {
+                "find": collection, "filter": self.filter.clone(), "sort": sort.clone(),
+                "skip": *skip as i64, "limit": *limit as i64,
+                // The whole page in one reply: no cursor left open.
+                "batchSize": *limit as i64, "singleBatch": true,
             },
-            QuerySpec::Count { hint, .. } => doc! {
-                "aggregate": collection, "pipeline": self.pipeline(), "cursor": {}, "hint": *hint,
-            },
+            Op::Count { limit } => {
+                let mut pipeline = vec![doc! {"$match": self.filter.clone()}];
+                if let Some(l) = limit {
+                    pipeline.push(doc! {"$limit": *l as i64});
+                }
+                pipeline.push(doc! {"$group": {"_id": 1, "n": {"$sum": 1}}});
+                doc! {"aggregate": collection, "pipeline": pipeline, "cursor": {}}
+            }
+        };
+        if self.hint {
+            command.insert("hint", self.index);
         }
+        command
     }
 
     /// `explain` of [`command`](Self::command) with the given verbosity (`executionStats`).
@@ -50,62 +63,73 @@ impl QuerySpec {
         doc! {"explain": self.command(collection), "verbosity": verbosity}
     }
 
-    fn pipeline(&self) -> Vec<Document> {
-        let QuerySpec::Count { filter, limit, .. } = self else {
-            return Vec::new();
-        };
-        let mut pipeline = vec![doc! {"$match": filter.clone()}];
-        if let Some(l) = limit {
-            pipeline.push(doc! {"$limit": *l as i64});
-        }
-        pipeline.push(doc! {"$group": {"_id": 1, "n": {"$sum": 1}}});
-        pipeline
-    }
-
+    /// Runs a find and reads its documents.
     pub(super) async fn find<T>(&self, coll: &Collection<T>) -> mongodb::error::Result<Vec<T>>
     where
         T: DeserializeOwned + Send + Sync,
     {
-        let QuerySpec::Find {
-            filter,
-            sort,
-            hint,
-            skip,
-            limit,
-        } = self
-        else {
-            return Ok(Vec::new());
-        };
-        coll.find(filter.clone())
-            .sort(sort.clone())
-            .hint(Hint::Name((*hint).to_owned()))
-            .skip(*skip)
-            .limit(*limit as i64)
-            .batch_size((*limit).min(u64::from(u32::MAX)) as u32)
+        first_batch(coll, self.command(coll.name()))
             .await?
-            .try_collect()
-            .await
+            .into_iter()
+            .map(|d| mongodb::bson::from_document(d).map_err(Into::into))
+            .collect()
     }
 
+    /// Runs a count and reads it.
     pub(super) async fn count<T>(&self, coll: &Collection<T>) -> mongodb::error::Result<u64>
     where
         T: Send + Sync,
     {
-        let QuerySpec::Count { hint, .. } = self else {
-            return Ok(0);
-        };
-        let mut cursor = coll
-            .aggregate(self.pipeline())
-            .hint(Hint::Name((*hint).to_owned()))
-            .await?;
-        let Some(group) = cursor.try_next().await? else {
-            return Ok(0);
-        };
-        Ok(match group.get("n") {
-            Some(mongodb::bson::Bson::Int32(n)) => *n as u64,
-            Some(mongodb::bson::Bson::Int64(n)) => *n as u64,
-            Some(mongodb::bson::Bson::Double(n)) => *n as u64,
+        let batch = first_batch(coll, self.command(coll.name())).await?;
+        Ok(match batch.first().and_then(|g| g.get("n")) {
+            Some(Bson::Int32(n)) => *n as u64,
+            Some(Bson::Int64(n)) => *n as u64,
+            Some(Bson::Double(n)) => *n as u64,
             _ => 0,
         })
+    }
+}
+
+/// The documents of a cursor command's first batch.
+async fn first_batch<T: Send + Sync>(
+    coll: &Collection<T>,
+    command: Document,
+) -> mongodb::error::Result<Vec<Document>> {
+    let reply = database(coll).run_command(command).await?;
+    let batch = reply
+        .get_document("cursor")
+        .and_then(|c| c.get_array("firstBatch"))
+        .map_err(|e| mongodb::error::Error::custom(format!("a reply without firstBatch: {e}")))?;
+    Ok(batch
+        .iter()
+        .filter_map(|d| d.as_document().cloned())
+        .collect())
+}
+
+fn database<T: Send + Sync>(coll: &Collection<T>) -> Database {
+    coll.client().database(&coll.namespace().db)
+}
+
+/// Whether the server is sent hints, asked once per collection handle.
+///
+/// MongoDB is: a hint makes its plan deterministic. SecantusDB, the development and test server,
+/// is not: it answers a hinted query by reading the whole collection, and without one reads the
+/// index that the filter's first field leads, which is the same index.
+#[derive(Debug, Clone, Default)]
+pub struct Hints(Arc<OnceCell<bool>>);
+
+impl Hints {
+    /// `true` unless the server's `buildInfo` reports a `secantusVersion`.
+    pub async fn wanted<T: Send + Sync>(
+        &self,
+        coll: &Collection<T>,
+    ) -> mongodb::error::Result<bool> {
+        self.0
+            .get_or_try_init(|| async {
+                let info = database(coll).run_command(doc! {"buildInfo": 1}).await?;
+                Ok(!info.contains_key("secantusVersion"))
+            })
+            .await
+            .copied()
     }
 }
