@@ -119,8 +119,8 @@ pub struct ListQuery {
     pub until: Option<DateTime>,
     /// The index serving filter and sort: the `equals` fields, then `_id`.
     pub index: &'static str,
-    /// The index bounds the match set tightly (one number's, one request's messages): `total`
-    /// is counted exactly, not over capped windows.
+    /// The index bounds the match set tightly (one number's, one request's messages): the page
+    /// is one query, not a walk in windows, and `total` is counted exactly.
     pub bounded: bool,
     /// Name `index` as a hint (see [`Hints`]).
     pub hint: bool,
