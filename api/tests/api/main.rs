@@ -16,6 +16,8 @@ mod helpers;
 mod http_limits;
 mod jobs;
 mod jobs_recovery;
+mod list_paging;
+mod list_plans;
 mod login;
 mod messages;
 mod openapi;

@@ -20,6 +20,7 @@ pub mod dedup;
 pub mod jobs;
 pub mod login_throttle;
 pub mod messages;
+pub mod paging;
 pub mod quota;
 pub mod reports;
 pub mod requests;
@@ -174,14 +175,19 @@ pub(crate) async fn ensure_indexes<T: Send + Sync>(
     coll.create_indexes(models).await.map(|_| ())
 }
 
-/// Drops the indexes of `coll` named in `names` that exist.
+/// Drops indexes an earlier version created and nothing uses any more; absent ones are fine.
 pub(crate) async fn drop_indexes<T: Send + Sync>(
     coll: &mongodb::Collection<T>,
     names: &[&str],
 ) -> mongodb::error::Result<()> {
-    let existing = coll.list_index_names().await.unwrap_or_default();
-    for name in names.iter().filter(|n| existing.iter().any(|e| e == *n)) {
-        coll.drop_index(*name).await?;
+    for name in names {
+        match coll.drop_index(*name).await {
+            Ok(()) => tracing::info!(collection = coll.name(), index = name, "dropped index"),
+            // IndexNotFound, NamespaceNotFound.
+            Err(e) if matches!(e.kind.as_ref(), ErrorKind::Command(c) if c.code == 27 || c.code == 26) =>
+                {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }
