@@ -6,7 +6,8 @@ use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
 use mongodb::{Collection, Database};
 use serde::{Deserialize, Serialize};
 
-use super::paging::{self, Hints, Keyed, ListIndex, ListQuery, Listing, PageRequest};
+use super::hints::Hints;
+use super::paging::{self, Keyed, ListIndex, ListQuery, Listing, PageRequest};
 
 /// Who did what to which object, when and from where.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -116,8 +117,8 @@ impl AuditFilter {
 pub struct AuditLogs(Collection<AuditLog>, Hints);
 
 impl AuditLogs {
-    pub fn new(db: &Database) -> Self {
-        Self(db.collection("audit_logs"), Hints::default())
+    pub fn new(db: &Database, hints: Hints) -> Self {
+        Self(db.collection("audit_logs"), hints)
     }
 
     pub fn collection(&self) -> &Collection<AuditLog> {
@@ -154,7 +155,7 @@ impl AuditLogs {
         page: &PageRequest,
     ) -> mongodb::error::Result<Listing<AuditLog>> {
         let mut query = filter.list_query();
-        query.hint = self.1.wanted(&self.0).await?;
+        query.hint = self.1.wanted().await?;
         paging::newest_first(&self.0, &query, page, DateTime::now()).await
     }
 }

@@ -17,6 +17,7 @@ pub mod agents;
 pub mod api_keys;
 pub mod audit_logs;
 pub mod dedup;
+pub mod hints;
 pub mod jobs;
 pub mod login_throttle;
 pub mod messages;
@@ -71,20 +72,21 @@ impl Db {
     }
 
     pub fn new(database: Database) -> Self {
+        let hints = hints::Hints::new(&database);
         Self {
             users: users::Users::new(&database),
             api_keys: api_keys::ApiKeys::new(&database),
             agents: agents::Agents::new(&database),
             settings: settings::Settings::new(&database),
-            audit_logs: audit_logs::AuditLogs::new(&database),
+            audit_logs: audit_logs::AuditLogs::new(&database, hints.clone()),
             templates: templates::Templates::new(&database),
             requests: requests::Requests::new(&database),
-            messages: messages::Messages::new(&database),
-            jobs: jobs::Jobs::new(&database),
+            messages: messages::Messages::new(&database, hints.clone()),
+            jobs: jobs::Jobs::new(&database, hints.clone()),
             reports: reports::Reports::new(&database),
             dedup: dedup::Dedup::new(&database),
             login_throttle: login_throttle::LoginThrottle::new(&database),
-            stats: stats::Stats::new(&database),
+            stats: stats::Stats::new(&database, hints.clone()),
             quota: quota::Quota::new(&database),
             agent_rate: agent_rate::AgentRate::new(&database),
             message_retention: None,

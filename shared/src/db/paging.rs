@@ -4,7 +4,7 @@
 //! second ([`id_at`]), so an `_id` range is a time range. Lists are sorted by `_id` and each
 //! query shape has an index ending in `_id` that serves both its filter and its sort; the
 //! filter leads with that index's first field, and the index is named as a hint where the
-//! server benefits ([`Hints`]).
+//! server benefits ([`Hints`](super::hints::Hints)).
 //!
 //! A newest-first list does not ask for "everything matching, sorted, first N": it walks back
 //! in time in `_id` windows — the last hour, then 4 hours before that, then 16, ... — and the
@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 
 mod spec;
 
-pub use spec::{Hints, Op, QuerySpec};
+pub use spec::{Op, QuerySpec};
 
 /// The span of the first window of a newest-first walk, in seconds.
 pub const FIRST_WINDOW_SECS: i64 = 3600;
@@ -122,7 +122,7 @@ pub struct ListQuery {
     /// The index bounds the match set tightly (one number's, one request's messages): the page
     /// is one query, not a walk in windows, and `total` is counted exactly.
     pub bounded: bool,
-    /// Name `index` as a hint (see [`Hints`]).
+    /// Name `index` as a hint (see [`Hints`](super::hints::Hints)).
     pub hint: bool,
 }
 

@@ -122,7 +122,7 @@ impl Messages {
         page: &PageRequest,
     ) -> mongodb::error::Result<Listing<Message>> {
         let mut query = filter.list_query();
-        query.hint = self.1.wanted(&self.0).await?;
+        query.hint = self.1.wanted().await?;
         if filter.request_id.is_some() {
             paging::oldest_first(&self.0, &query, page).await
         } else {

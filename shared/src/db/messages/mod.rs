@@ -21,7 +21,7 @@ use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
 use mongodb::{Collection, Database};
 use serde::{Deserialize, Serialize};
 
-use super::paging::Hints;
+use super::hints::Hints;
 use crate::domain::status::Status;
 
 mod leasing;
@@ -204,8 +204,8 @@ impl MessageFilter {
 pub struct Messages(Collection<Message>, Hints);
 
 impl Messages {
-    pub fn new(db: &Database) -> Self {
-        Self(db.collection("sms_messages"), Hints::default())
+    pub fn new(db: &Database, hints: Hints) -> Self {
+        Self(db.collection("sms_messages"), hints)
     }
 
     pub fn collection(&self) -> &Collection<Message> {

@@ -6,7 +6,7 @@
 
 use futures::TryStreamExt;
 use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
-use mongodb::options::{Hint, IndexOptions};
+use mongodb::options::IndexOptions;
 use mongodb::IndexModel;
 use serde::Deserialize;
 
@@ -135,17 +135,16 @@ impl Messages {
             request_id: ObjectId,
             created_at: DateTime,
         }
-        let rows: Vec<Row> = self
-            .0
-            .clone_with_type::<Row>()
+        let coll = self.0.clone_with_type::<Row>();
+        let mut find = coll
             .find(filter)
             .projection(doc! {"_id": 1, "request_id": 1, "created_at": 1})
             .sort(sort)
-            .hint(Hint::Name(hint.to_owned()))
-            .limit(limit)
-            .await?
-            .try_collect()
-            .await?;
+            .limit(limit);
+        if let Some(hint) = self.1.name(hint).await? {
+            find = find.hint(hint);
+        }
+        let rows: Vec<Row> = find.await?.try_collect().await?;
         Ok(rows
             .into_iter()
             .map(|r| (r.id, r.request_id, r.created_at))

@@ -1,12 +1,9 @@
 //! One database operation of a list as a value: the list functions execute exactly its
 //! [`QuerySpec::command`], and tests replay that command under `explain`.
 
-use std::sync::Arc;
-
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::{Collection, Database};
 use serde::de::DeserializeOwned;
-use tokio::sync::OnceCell;
 
 /// What an operation does with its filter.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,7 +26,7 @@ pub struct QuerySpec {
     pub filter: Document,
     /// The index that serves the filter and the order.
     pub index: &'static str,
-    /// Whether `index` is sent as a hint (see [`Hints`]).
+    /// Whether `index` is sent as a hint (see [`Hints`](crate::db::hints::Hints)).
     pub hint: bool,
 }
 
@@ -108,28 +105,4 @@ async fn first_batch<T: Send + Sync>(
 
 fn database<T: Send + Sync>(coll: &Collection<T>) -> Database {
     coll.client().database(&coll.namespace().db)
-}
-
-/// Whether the server is sent hints, asked once per collection handle.
-///
-/// MongoDB is: a hint makes its plan deterministic. SecantusDB, the development and test server,
-/// is not: it answers a hinted query by reading the whole collection, and without one reads the
-/// index that the filter's first field leads, which is the same index.
-#[derive(Debug, Clone, Default)]
-pub struct Hints(Arc<OnceCell<bool>>);
-
-impl Hints {
-    /// `true` unless the server's `buildInfo` reports a `secantusVersion`.
-    pub async fn wanted<T: Send + Sync>(
-        &self,
-        coll: &Collection<T>,
-    ) -> mongodb::error::Result<bool> {
-        self.0
-            .get_or_try_init(|| async {
-                let info = database(coll).run_command(doc! {"buildInfo": 1}).await?;
-                Ok(!info.contains_key("secantusVersion"))
-            })
-            .await
-            .copied()
-    }
 }
