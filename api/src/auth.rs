@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{header, Extensions, HeaderMap};
-use mongodb::bson::{self, oid::ObjectId, DateTime};
+use mongodb::bson::{self, oid::ObjectId};
 use sms_shared::db::agents::Agent;
 use sms_shared::db::audit_logs::AuditLog;
 use sms_shared::domain::token;
@@ -72,16 +72,14 @@ impl Operator {
         state
             .db
             .audit_logs
-            .insert(&AuditLog {
-                id: ObjectId::new(),
-                actor: self.name.clone(),
-                action: action.to_owned(),
-                target_type: target_type.to_owned(),
+            .insert(&AuditLog::new(
+                &self.name,
+                action,
+                target_type,
                 target_id,
-                at: DateTime::now(),
-                ip: self.ip.clone(),
+                self.ip.clone(),
                 details,
-            })
+            ))
             .await?;
         Ok(())
     }

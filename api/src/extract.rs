@@ -5,6 +5,7 @@ use axum::extract::FromRequest;
 use axum::response::{IntoResponse, Response};
 use mongodb::bson::oid::ObjectId;
 use serde::{Deserialize, Serialize};
+use sms_shared::db::paging::{Listing, PageRequest, TOTAL_LOOKAHEAD};
 
 use crate::error::ApiError;
 
@@ -33,16 +34,18 @@ pub fn object_id(raw: &str) -> Result<ObjectId, ApiError> {
 pub const DEFAULT_LIMIT: i64 = 50;
 pub const MAX_LIMIT: i64 = 500;
 
-/// `limit` and `skip` of list endpoints.
-#[derive(Debug, Clone, Copy, Deserialize)]
+/// `limit`, `skip` and `after` of list endpoints.
+#[derive(Debug, Clone, Deserialize)]
 pub struct Paging {
     pub limit: Option<i64>,
     pub skip: Option<u64>,
+    pub after: Option<String>,
 }
 
 impl Paging {
-    /// `limit` within 1..=500 (default 50); a `skip` beyond 1,000,000 is refused.
-    pub fn resolve(self) -> Result<(i64, u64), ApiError> {
+    /// `limit` within 1..=500 (default 50); a `skip` beyond 1,000,000 is refused; `after` is
+    /// an id (empty counts as absent).
+    pub fn resolve(self) -> Result<PageRequest, ApiError> {
         let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
         if limit < 1 {
             return Err(ApiError::validation("limit", "must be at least 1"));
@@ -51,7 +54,12 @@ impl Paging {
         if skip > 1_000_000 {
             return Err(ApiError::validation("skip", "must be at most 1000000"));
         }
-        Ok((limit.min(MAX_LIMIT), skip))
+        Ok(PageRequest {
+            limit: limit.min(MAX_LIMIT) as u64,
+            skip,
+            after: id_param("after", self.after.as_deref())?,
+            total_lookahead: TOTAL_LOOKAHEAD,
+        })
     }
 }
 
@@ -59,11 +67,34 @@ impl Paging {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
-    /// How many match, over all pages.
+    /// How many match, over all pages; at least that many when `total_is_lower_bound`.
     pub total: u64,
+    /// Counting stopped 1,000 matches past this page (`skip + limit + 1000`): `total` is a
+    /// lower bound. `false` when `total` is exact.
+    pub total_is_lower_bound: bool,
     /// The page size in force (the default or the capped request).
     pub limit: i64,
     pub skip: u64,
+    /// Pass as `after` for the next page; `null` when this page is not full (the last one).
+    #[schema(pattern = "^[0-9a-f]{24}$", required = true)]
+    pub next: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// The answer of a list, its items shown as `T`.
+    pub fn of<U>(listing: Listing<U>, page: &PageRequest) -> Self
+    where
+        T: From<U>,
+    {
+        Self {
+            items: listing.items.into_iter().map(T::from).collect(),
+            total: listing.total,
+            total_is_lower_bound: listing.total_is_lower_bound,
+            limit: page.limit as i64,
+            skip: page.skip,
+            next: listing.next.map(|id| id.to_hex()),
+        }
+    }
 }
 
 /// A time in a query (`from`, `to`): RFC 3339, or `YYYY-MM-DD` for midnight UTC that day.

@@ -107,9 +107,13 @@ struct RequestMessagesQuery {
     /// Messages to skip; at most 1000000.
     #[param(maximum = 1000000)]
     skip: Option<u64>,
+    /// Continue after this message: the `next` of the previous page.
+    #[param(pattern = "^([0-9a-fA-F]{24})?$")]
+    after: Option<String>,
 }
 
-/// The messages of one request, oldest first. API keys see only their own requests.
+/// The messages of one request, oldest first. API keys see only their own requests. `total`
+/// is exact; page with `after` (the previous page's `next`) or `skip`.
 #[utoipa::path(
     get,
     path = "/messages",
@@ -130,9 +134,10 @@ async fn list_request_messages(
     Query(q): Query<RequestMessagesQuery>,
 ) -> ApiResult<Json<Page<MessageView>>> {
     caller.require(SCOPE_READ)?;
-    let (limit, skip) = Paging {
+    let page = Paging {
         limit: q.limit,
         skip: q.skip,
+        after: q.after,
     }
     .resolve()?;
     let raw = q
@@ -151,7 +156,8 @@ async fn list_request_messages(
         request_id: Some(request_id),
         ..Default::default()
     };
-    page(&state, &filter, limit, skip).await
+    let listing = state.db.messages.list(&filter, &page).await?;
+    Ok(Json(Page::of(listing, &page)))
 }
 
 /// Filters and paging of the message list. No other parameter is accepted.
@@ -179,9 +185,15 @@ struct AllMessagesQuery {
     /// Messages to skip; at most 1000000.
     #[param(maximum = 1000000)]
     skip: Option<u64>,
+    /// Continue after this message: the `next` of the previous page.
+    #[param(pattern = "^([0-9a-fA-F]{24})?$")]
+    after: Option<String>,
 }
 
-/// Messages across requests, newest first: an API key's own, or every one for operators.
+/// Messages across requests, newest first: an API key's own, or every one for operators. Page
+/// with `after` (the previous page's `next`) or `skip`. `total` is exact for a `to` search and
+/// up to 1,000 matches past the page; beyond that it is capped there and
+/// `total_is_lower_bound` is true.
 #[utoipa::path(
     get,
     path = "/messages/all",
@@ -201,9 +213,10 @@ async fn list_messages(
     Query(q): Query<AllMessagesQuery>,
 ) -> ApiResult<Json<Page<MessageView>>> {
     caller.require(SCOPE_READ)?;
-    let (limit, skip) = Paging {
+    let page = Paging {
         limit: q.limit,
         skip: q.skip,
+        after: q.after,
     }
     .resolve()?;
     let status = match q.status.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
@@ -233,22 +246,8 @@ async fn list_messages(
         until,
         ..Default::default()
     };
-    page(&state, &filter, limit, skip).await
-}
-
-async fn page(
-    state: &AppState,
-    filter: &MessageFilter,
-    limit: i64,
-    skip: u64,
-) -> ApiResult<Json<Page<MessageView>>> {
-    let (items, total) = state.db.messages.list(filter, limit, skip).await?;
-    Ok(Json(Page {
-        items: items.into_iter().map(MessageView::from).collect(),
-        total,
-        limit,
-        skip,
-    }))
+    let listing = state.db.messages.list(&filter, &page).await?;
+    Ok(Json(Page::of(listing, &page)))
 }
 
 /// One message. API keys see only their own.

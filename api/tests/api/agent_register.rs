@@ -22,12 +22,13 @@ async fn stored(app: &TestApp, device_id: &str) -> Document {
 
 /// Audit entries of agent tokens, oldest first.
 async fn token_audit(app: &TestApp) -> Vec<AuditLog> {
-    let (mut logs, _) = app
+    let mut logs = app
         .db
         .audit_logs
-        .list(&Default::default(), 100, 0)
+        .list(&Default::default(), &first_page(100))
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     logs.retain(|l| l.action == "agent.rotate_token" || l.action == "agent.register");
     logs.reverse();
     logs

@@ -128,12 +128,13 @@ async fn env_secret_applies_until_the_database_overrides_it() {
         .await;
     assert_eq!(open.status(), StatusCode::CREATED);
 
-    let (logs, _) = app
+    let logs = app
         .db
         .audit_logs
-        .list(&Default::default(), 10, 0)
+        .list(&Default::default(), &first_page(10))
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     let actions: Vec<&str> = logs.iter().map(|l| l.action.as_str()).collect();
     assert_eq!(
         actions,
@@ -325,12 +326,13 @@ async fn a_disabled_agent_gets_401_at_once() {
         )
         .await;
     assert_error(missing, StatusCode::NOT_FOUND, "NOT_FOUND").await;
-    let (logs, _) = app
+    let logs = app
         .db
         .audit_logs
-        .list(&Default::default(), 10, 0)
+        .list(&Default::default(), &first_page(10))
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(
         logs.iter().map(|l| l.action.as_str()).collect::<Vec<_>>(),
         ["agent.enable", "agent.disable", "agent.register"]

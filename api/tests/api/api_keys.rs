@@ -142,13 +142,14 @@ async fn revoke_marks_the_key_and_is_audited() {
         .await;
     assert_error(res, StatusCode::NOT_FOUND, "NOT_FOUND").await;
 
-    let (logs, total) = app
+    let listing = app
         .db
         .audit_logs
-        .list(&Default::default(), 10, 0)
+        .list(&Default::default(), &first_page(10))
         .await
         .unwrap();
-    assert_eq!(total, 2);
+    assert_eq!((listing.total, listing.total_is_lower_bound), (2, false));
+    let logs = listing.items;
     assert_eq!(logs[0].action, "api_key.revoke");
     assert_eq!(logs[1].action, "api_key.create");
     assert_eq!(logs[0].actor, "test-operator");

@@ -12,8 +12,10 @@ use sms_shared::db::Db;
 use tokio::sync::oneshot;
 
 mod agent;
+mod lists;
 mod live;
 pub use agent::*;
+pub use lists::*;
 pub use live::*;
 
 pub const ADMIN_USER: &str = "admin";
@@ -473,6 +475,16 @@ pub async fn metric(app: &TestApp, name: &str) -> f64 {
 /// `n` distinct valid Vietnamese mobile numbers in national form.
 pub fn numbers(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("09{:08}", 10_000_000 + i)).collect()
+}
+
+/// The first `limit` items of a list, as the API asks for them.
+pub fn first_page(limit: u64) -> sms_shared::db::paging::PageRequest {
+    sms_shared::db::paging::PageRequest {
+        limit,
+        skip: 0,
+        after: None,
+        total_lookahead: sms_shared::db::paging::TOTAL_LOOKAHEAD,
+    }
 }
 
 /// How many messages a dispatcher has staged so far.

@@ -17,6 +17,8 @@ mod helpers;
 mod http_limits;
 mod jobs;
 mod jobs_recovery;
+mod list_paging;
+mod list_plans;
 mod login;
 mod long_poll;
 mod messages;

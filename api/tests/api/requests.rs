@@ -404,12 +404,13 @@ async fn api_keys_need_the_right_scope_and_must_be_live() {
         app.count("sms_messages", doc! {"api_key_id": null}).await,
         1
     );
-    let (logs, _) = app
+    let logs = app
         .db
         .audit_logs
-        .list(&Default::default(), 1, 0)
+        .list(&Default::default(), &first_page(1))
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(logs[0].action, "request.create");
     assert_eq!(logs[0].actor, "test-operator");
 }

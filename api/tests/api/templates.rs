@@ -74,12 +74,13 @@ async fn approve_then_edit_withdraws_the_approval() {
     assert_eq!(t["variables"], json!(["PCT", "CODE"]));
     assert_eq!(t["priority_weight"], 80);
 
-    let (logs, _) = app
+    let logs = app
         .db
         .audit_logs
-        .list(&Default::default(), 10, 0)
+        .list(&Default::default(), &first_page(10))
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     let actions: Vec<_> = logs.iter().map(|l| l.action.as_str()).collect();
     assert_eq!(
         actions,

@@ -1,10 +1,13 @@
 //! `audit_logs`: one entry per operator write, and per agent token issued (registrations and
-//! rotations, whoever proved them).
+//! rotations, whoever proved them); listed newest first by `_id`, which carries the entry's
+//! second (see `db::paging`).
 
-use futures::TryStreamExt;
 use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
 use mongodb::{Collection, Database};
 use serde::{Deserialize, Serialize};
+
+use super::hints::Hints;
+use super::paging::{self, Keyed, ListIndex, ListQuery, Listing, PageRequest};
 
 /// Who did what to which object, when and from where.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -32,31 +35,8 @@ pub struct AuditFilter {
     pub until: Option<DateTime>,
 }
 
-impl AuditFilter {
-    fn to_document(&self) -> Document {
-        let mut f = doc! {};
-        if let Some(a) = &self.actor {
-            f.insert("actor", a);
-        }
-        if let Some(a) = &self.action {
-            f.insert("action", a);
-        }
-        let mut at = doc! {};
-        if let Some(t) = self.from {
-            at.insert("$gte", t);
-        }
-        if let Some(t) = self.until {
-            at.insert("$lt", t);
-        }
-        if !at.is_empty() {
-            f.insert("at", at);
-        }
-        f
-    }
-}
-
 impl AuditLog {
-    /// A new entry stamped now.
+    /// A new entry stamped now; its id carries the same second as `at`.
     pub fn new(
         actor: impl Into<String>,
         action: &str,
@@ -65,37 +45,98 @@ impl AuditLog {
         ip: Option<String>,
         details: Document,
     ) -> Self {
+        let at = DateTime::now();
         Self {
-            id: ObjectId::new(),
+            id: paging::id_at(at),
             actor: actor.into(),
             action: action.to_owned(),
             target_type: target_type.to_owned(),
             target_id,
-            at: DateTime::now(),
+            at,
             ip,
             details,
         }
     }
 }
 
+impl Keyed for AuditLog {
+    fn key(&self) -> ObjectId {
+        self.id
+    }
+}
+
+/// The indexes of the audit list (no filter: MongoDB's own `_id_`).
+pub mod indexes {
+    use super::ListIndex;
+
+    pub const ALL: &str = "_id_";
+    pub const ACTOR: ListIndex = ListIndex {
+        name: "list_actor",
+        fields: &["actor"],
+    };
+    pub const ACTION: ListIndex = ListIndex {
+        name: "list_action",
+        fields: &["action"],
+    };
+    pub const ACTOR_ACTION: ListIndex = ListIndex {
+        name: "list_actor_action",
+        fields: &["actor", "action"],
+    };
+}
+
+impl AuditFilter {
+    /// The list query of these filters on the index that serves them.
+    pub fn list_query(&self) -> ListQuery {
+        let mut equals = doc! {};
+        if let Some(a) = &self.actor {
+            equals.insert("actor", a);
+        }
+        if let Some(a) = &self.action {
+            equals.insert("action", a);
+        }
+        let index = match (&self.actor, &self.action) {
+            (None, None) => indexes::ALL,
+            (Some(_), None) => indexes::ACTOR.name,
+            (None, Some(_)) => indexes::ACTION.name,
+            (Some(_), Some(_)) => indexes::ACTOR_ACTION.name,
+        };
+        ListQuery {
+            equals,
+            time_field: "at",
+            from: self.from,
+            until: self.until,
+            index,
+            bounded: false,
+            hint: true,
+        }
+    }
+}
+
+/// The `audit_logs` collection.
 #[derive(Clone)]
-pub struct AuditLogs(Collection<AuditLog>);
+pub struct AuditLogs(Collection<AuditLog>, Hints);
 
 impl AuditLogs {
-    pub fn new(db: &Database) -> Self {
-        Self(db.collection("audit_logs"))
+    pub fn new(db: &Database, hints: Hints) -> Self {
+        Self(db.collection("audit_logs"), hints)
+    }
+
+    pub fn collection(&self) -> &Collection<AuditLog> {
+        &self.0
     }
 
     pub async fn create_indexes(&self) -> mongodb::error::Result<()> {
         super::ensure_indexes(
             &self.0,
             vec![
-                super::index(doc! {"at": -1}, false, "at"),
-                super::index(doc! {"actor": 1, "at": -1}, false, "actor_at"),
-                super::index(doc! {"action": 1, "at": -1}, false, "action_at"),
+                indexes::ACTOR.model(),
+                indexes::ACTION.model(),
+                indexes::ACTOR_ACTION.model(),
             ],
         )
-        .await
+        .await?;
+        // Replaced by the `_id`-ordered ones above.
+        super::drop_indexes(&self.0, &["at", "actor_at", "action_at"]).await
     }
 
     pub async fn insert(&self, entry: &AuditLog) -> mongodb::error::Result<()> {
@@ -107,24 +148,14 @@ impl AuditLogs {
         self.0.delete_one(doc! {"_id": id}).await.map(|_| ())
     }
 
-    /// Newest first, with the total matching count.
+    /// A page of entries, newest first; see `db::paging` for `after`, `skip` and `total`.
     pub async fn list(
         &self,
         filter: &AuditFilter,
-        limit: i64,
-        skip: u64,
-    ) -> mongodb::error::Result<(Vec<AuditLog>, u64)> {
-        let f = filter.to_document();
-        let total = self.0.count_documents(f.clone()).await?;
-        let items = self
-            .0
-            .find(f)
-            .sort(doc! {"at": -1, "_id": -1})
-            .skip(skip)
-            .limit(limit)
-            .await?
-            .try_collect()
-            .await?;
-        Ok((items, total))
+        page: &PageRequest,
+    ) -> mongodb::error::Result<Listing<AuditLog>> {
+        let mut query = filter.list_query();
+        query.hint = self.1.wanted().await?;
+        paging::newest_first(&self.0, &query, page, DateTime::now()).await
     }
 }

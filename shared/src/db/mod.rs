@@ -17,9 +17,11 @@ pub mod agents;
 pub mod api_keys;
 pub mod audit_logs;
 pub mod dedup;
+pub mod hints;
 pub mod jobs;
 pub mod login_throttle;
 pub mod messages;
+pub mod paging;
 pub mod quota;
 pub mod reports;
 pub mod requests;
@@ -70,20 +72,21 @@ impl Db {
     }
 
     pub fn new(database: Database) -> Self {
+        let hints = hints::Hints::new(&database);
         Self {
             users: users::Users::new(&database),
             api_keys: api_keys::ApiKeys::new(&database),
             agents: agents::Agents::new(&database),
             settings: settings::Settings::new(&database),
-            audit_logs: audit_logs::AuditLogs::new(&database),
+            audit_logs: audit_logs::AuditLogs::new(&database, hints.clone()),
             templates: templates::Templates::new(&database),
             requests: requests::Requests::new(&database),
-            messages: messages::Messages::new(&database),
-            jobs: jobs::Jobs::new(&database),
+            messages: messages::Messages::new(&database, hints.clone()),
+            jobs: jobs::Jobs::new(&database, hints.clone()),
             reports: reports::Reports::new(&database),
             dedup: dedup::Dedup::new(&database),
             login_throttle: login_throttle::LoginThrottle::new(&database),
-            stats: stats::Stats::new(&database),
+            stats: stats::Stats::new(&database, hints.clone()),
             quota: quota::Quota::new(&database),
             agent_rate: agent_rate::AgentRate::new(&database),
             message_retention: None,
@@ -174,14 +177,19 @@ pub(crate) async fn ensure_indexes<T: Send + Sync>(
     coll.create_indexes(models).await.map(|_| ())
 }
 
-/// Drops the indexes of `coll` named in `names` that exist.
+/// Drops indexes an earlier version created and nothing uses any more; absent ones are fine.
 pub(crate) async fn drop_indexes<T: Send + Sync>(
     coll: &mongodb::Collection<T>,
     names: &[&str],
 ) -> mongodb::error::Result<()> {
-    let existing = coll.list_index_names().await.unwrap_or_default();
-    for name in names.iter().filter(|n| existing.iter().any(|e| e == *n)) {
-        coll.drop_index(*name).await?;
+    for name in names {
+        match coll.drop_index(*name).await {
+            Ok(()) => tracing::info!(collection = coll.name(), index = name, "dropped index"),
+            // IndexNotFound, NamespaceNotFound.
+            Err(e) if matches!(e.kind.as_ref(), ErrorKind::Command(c) if c.code == 27 || c.code == 26) =>
+                {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }

@@ -38,6 +38,9 @@ struct AuditQuery {
     /// Entries to skip; at most 1000000.
     #[param(maximum = 1000000)]
     skip: Option<u64>,
+    /// Continue after this entry: the `next` of the previous page.
+    #[param(pattern = "^([0-9a-fA-F]{24})?$")]
+    after: Option<String>,
 }
 
 /// One operator write, or one agent token issued.
@@ -83,7 +86,9 @@ fn non_empty(value: Option<String>) -> Option<String> {
     value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
-/// Lists audit log entries, newest first.
+/// Lists audit log entries, newest first. Page with `after` (the previous page's `next`) or
+/// `skip`; `total` is exact up to 1,000 entries past the page, beyond that it is capped there
+/// and `total_is_lower_bound` is true.
 #[utoipa::path(
     get,
     path = "/admin/audit-logs",
@@ -103,9 +108,10 @@ async fn list_audit_logs(
     Query(query): Query<AuditQuery>,
 ) -> ApiResult<Json<Page<AuditLogView>>> {
     let (from, until) = time_range(query.from.as_deref(), query.to.as_deref())?;
-    let (limit, skip) = Paging {
+    let page = Paging {
         limit: query.limit,
         skip: query.skip,
+        after: query.after,
     }
     .resolve()?;
     let filter = AuditFilter {
@@ -114,11 +120,6 @@ async fn list_audit_logs(
         from,
         until,
     };
-    let (items, total) = state.db.audit_logs.list(&filter, limit, skip).await?;
-    Ok(Json(Page {
-        items: items.into_iter().map(AuditLogView::from).collect(),
-        total,
-        limit,
-        skip,
-    }))
+    let listing = state.db.audit_logs.list(&filter, &page).await?;
+    Ok(Json(Page::of(listing, &page)))
 }

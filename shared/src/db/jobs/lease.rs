@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
-use mongodb::options::Hint;
 use serde::Deserialize;
 
 use super::{lane, Job, Jobs};
@@ -100,17 +99,16 @@ impl Jobs {
             holder: Option<ObjectId>,
         }
         let q = CandidateQuery::new(agent, limit, now);
-        let candidates: Vec<Candidate> = self
-            .0
-            .clone_with_type::<Candidate>()
+        let coll = self.0.clone_with_type::<Candidate>();
+        let mut find = coll
             .find(q.filter)
             .sort(q.sort)
             .projection(q.projection)
-            .hint(Hint::Name(q.hint.to_owned()))
-            .limit(q.limit)
-            .await?
-            .try_collect()
-            .await?;
+            .limit(q.limit);
+        if let Some(hint) = self.1.name(q.hint).await? {
+            find = find.hint(hint);
+        }
+        let candidates: Vec<Candidate> = find.await?.try_collect().await?;
         if candidates.is_empty() {
             return Ok(Claimed::default());
         }

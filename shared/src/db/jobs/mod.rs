@@ -29,6 +29,7 @@ use mongodb::error::ErrorKind;
 use mongodb::{Collection, Database};
 use serde::{Deserialize, Serialize};
 
+use super::hints::Hints;
 use super::messages::{Message, Messages};
 use super::stats::Counted;
 use crate::domain::status::Status;
@@ -138,11 +139,11 @@ impl Job {
 
 /// The `sms_jobs` collection.
 #[derive(Clone)]
-pub struct Jobs(Collection<Job>);
+pub struct Jobs(Collection<Job>, Hints);
 
 impl Jobs {
-    pub fn new(db: &Database) -> Self {
-        Self(db.collection("sms_jobs"))
+    pub fn new(db: &Database, hints: Hints) -> Self {
+        Self(db.collection("sms_jobs"), hints)
     }
 
     pub fn collection(&self) -> &Collection<Job> {

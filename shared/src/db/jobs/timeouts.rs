@@ -4,7 +4,6 @@
 
 use futures::TryStreamExt;
 use mongodb::bson::{doc, oid::ObjectId, DateTime};
-use mongodb::options::Hint;
 
 use super::{Job, Jobs};
 use crate::domain::status::Status;
@@ -19,14 +18,15 @@ impl Jobs {
         cutoff: DateTime,
         limit: i64,
     ) -> mongodb::error::Result<Vec<Job>> {
-        self.0
+        let mut find = self
+            .0
             .find(doc! {"status": Status::Sending.as_str(), "sending_at": {"$lte": cutoff}})
             .sort(doc! {"status": 1, "sending_at": 1})
-            .hint(Hint::Name(TIMEOUT_INDEX.to_owned()))
-            .limit(limit)
-            .await?
-            .try_collect()
-            .await
+            .limit(limit);
+        if let Some(hint) = self.1.name(TIMEOUT_INDEX).await? {
+            find = find.hint(hint);
+        }
+        find.await?.try_collect().await
     }
 
     /// Removes the jobs of `ids` still in `SENDING` since `cutoff` or earlier.

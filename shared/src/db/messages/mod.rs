@@ -10,7 +10,8 @@
 //! - `status_reports.rs`: applying an agent's report of what became of a message;
 //! - `reconcile.rs`: failing messages whose job stayed in `SENDING` too long;
 //! - `transition.rs`: status changes and the counters they move (each counted once);
-//! - `retention.rs`: the TTL index removing settled messages after `MESSAGE_RETENTION_DAYS`.
+//! - `retention.rs`: the TTL index removing settled messages after `MESSAGE_RETENTION_DAYS`;
+//! - `listing.rs`: the message lists and searches, each query shape on an index of its own.
 //!
 //! The live work (what phones may lease or hold) is in `db::jobs`; these documents are the
 //! history.
@@ -20,9 +21,11 @@ use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
 use mongodb::{Collection, Database};
 use serde::{Deserialize, Serialize};
 
+use super::hints::Hints;
 use crate::domain::status::Status;
 
 mod leasing;
+mod listing;
 mod outbox;
 mod reconcile;
 mod retention;
@@ -31,6 +34,7 @@ mod status_reports;
 mod transition;
 
 pub use leasing::Recorded;
+pub use listing::indexes as list_indexes;
 pub use outbox::OutboxRow;
 pub use retention::{RetentionChange, RETENTION_INDEX};
 pub use status_reports::{Report, ReportOutcome, MAX_ERROR_CHARS};
@@ -101,11 +105,12 @@ pub struct NewMessage {
 
 impl Message {
     /// A `PENDING` message as a request stores it: neither published nor staged, with its
-    /// encoding and segment count taken from its text.
+    /// encoding and segment count taken from its text. Its id carries `created_at`'s second,
+    /// so the lists' `_id` order and ranges are creation order and time ranges.
     pub fn pending(new: NewMessage) -> Self {
         let (encoding, parts) = crate::domain::segments::count(&new.text);
         Self {
-            id: ObjectId::new(),
+            id: super::paging::id_at(new.created_at),
             request_id: new.request_id,
             api_key_id: new.api_key_id,
             client_name: new.client_name,
@@ -196,11 +201,11 @@ impl MessageFilter {
 /// The `sms_messages` collection. Its queries are spread over this module's files, one file per
 /// stage of a message's life.
 #[derive(Clone)]
-pub struct Messages(Collection<Message>);
+pub struct Messages(Collection<Message>, Hints);
 
 impl Messages {
-    pub fn new(db: &Database) -> Self {
-        Self(db.collection("sms_messages"))
+    pub fn new(db: &Database, hints: Hints) -> Self {
+        Self(db.collection("sms_messages"), hints)
     }
 
     pub fn collection(&self) -> &Collection<Message> {
@@ -211,22 +216,26 @@ impl Messages {
         super::ensure_indexes(
             &self.0,
             vec![
-                super::index(doc! {"request_id": 1, "_id": 1}, false, "request"),
                 super::index(
-                    doc! {"api_key_id": 1, "created_at": -1},
+                    doc! {"request_id": 1, "_id": 1},
                     false,
-                    "tenant_created",
+                    list_indexes::REQUEST,
                 ),
+                // The CSV export's order.
                 super::index(doc! {"created_at": 1, "_id": 1}, false, "created_id"),
-                super::index(
-                    doc! {"status": 1, "created_at": -1},
-                    false,
-                    "status_created",
-                ),
-                super::index(doc! {"to": 1, "created_at": -1}, false, "to_created"),
+                list_indexes::TENANT.model(),
+                list_indexes::STATUS.model(),
+                list_indexes::AGENT.model(),
+                list_indexes::TENANT_STATUS.model(),
+                list_indexes::TENANT_AGENT.model(),
+                list_indexes::AGENT_STATUS.model(),
+                list_indexes::TENANT_AGENT_STATUS.model(),
+                list_indexes::TO.model(),
             ],
         )
         .await?;
+        // Replaced by the list indexes above.
+        super::drop_indexes(&self.0, &["tenant_created", "status_created", "to_created"]).await?;
         self.create_outbox_indexes().await
     }
 
@@ -266,32 +275,6 @@ impl Messages {
             f.insert("api_key_id", key);
         }
         self.0.find_one(f).await
-    }
-
-    /// A page of messages, newest first, with the total matching count.
-    pub async fn list(
-        &self,
-        filter: &MessageFilter,
-        limit: i64,
-        skip: u64,
-    ) -> mongodb::error::Result<(Vec<Message>, u64)> {
-        let f = filter.to_document();
-        let total = self.0.count_documents(f.clone()).await?;
-        let sort = if filter.request_id.is_some() {
-            doc! {"request_id": 1, "_id": 1}
-        } else {
-            doc! {"created_at": -1, "_id": -1}
-        };
-        let items = self
-            .0
-            .find(f)
-            .sort(sort)
-            .skip(skip)
-            .limit(limit)
-            .await?
-            .try_collect()
-            .await?;
-        Ok((items, total))
     }
 
     /// How many of a request's messages are in each status.
@@ -379,5 +362,20 @@ mod tests {
             (Some(later), Some(later))
         );
         assert_eq!((staged.id, staged.created_at), (m.id, at));
+    }
+
+    #[test]
+    fn ids_carry_the_creation_second_and_are_unique_in_a_burst() {
+        let at = DateTime::from_millis(1_700_000_000_999);
+        let burst: Vec<Message> = (0..5_000)
+            .map(|_| Message::pending(new("Ma OTP 1", at)))
+            .collect();
+        let ids: std::collections::HashSet<ObjectId> = burst.iter().map(|m| m.id).collect();
+        assert_eq!(ids.len(), burst.len());
+        for m in &burst {
+            assert_eq!(m.id.timestamp().timestamp_millis(), 1_700_000_000_000);
+        }
+        let earlier = Message::pending(new("Ma OTP 2", DateTime::from_millis(1_699_999_999_999)));
+        assert!(earlier.id < burst[0].id);
     }
 }

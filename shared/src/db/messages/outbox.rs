@@ -6,7 +6,7 @@
 
 use futures::TryStreamExt;
 use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
-use mongodb::options::{Hint, IndexOptions};
+use mongodb::options::IndexOptions;
 use mongodb::IndexModel;
 use serde::Deserialize;
 
@@ -150,15 +150,15 @@ impl Messages {
         hint: &str,
         limit: i64,
     ) -> mongodb::error::Result<Vec<OutboxRow>> {
-        self.0
-            .clone_with_type::<OutboxRow>()
+        let coll = self.0.clone_with_type::<OutboxRow>();
+        let mut find = coll
             .find(filter)
             .projection(doc! {"_id": 1, "request_id": 1, "created_at": 1, "priority_weight": 1})
             .sort(sort)
-            .hint(Hint::Name(hint.to_owned()))
-            .limit(limit)
-            .await?
-            .try_collect()
-            .await
+            .limit(limit);
+        if let Some(hint) = self.1.name(hint).await? {
+            find = find.hint(hint);
+        }
+        find.await?.try_collect().await
     }
 }

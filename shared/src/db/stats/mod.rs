@@ -18,6 +18,7 @@ use chrono::{DurationRound, TimeDelta};
 use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
 use mongodb::{Collection, Database};
 
+use super::hints::Hints;
 use crate::domain::status::Status;
 
 mod plan;
@@ -181,15 +182,17 @@ pub struct Stats {
     daily: Collection<Document>,
     hourly: Collection<Document>,
     messages: Collection<Document>,
+    hints: Hints,
 }
 
 impl Stats {
     /// The handles of `stats_daily`, `stats_hourly` and `sms_messages`.
-    pub fn new(db: &Database) -> Self {
+    pub fn new(db: &Database, hints: Hints) -> Self {
         Self {
             daily: db.collection("stats_daily"),
             hourly: db.collection("stats_hourly"),
             messages: db.collection("sms_messages"),
+            hints,
         }
     }
 

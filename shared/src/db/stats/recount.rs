@@ -19,7 +19,6 @@ use anyhow::Context;
 use chrono::NaiveDate;
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, DateTime, Document};
-use mongodb::options::Hint;
 
 use super::{as_i64, Bucket, Delta, Key, Stats};
 use crate::domain::status::Status;
@@ -132,13 +131,15 @@ impl Stats {
     pub async fn message_days(&self) -> mongodb::error::Result<Option<(NaiveDate, NaiveDate)>> {
         let mut days = Vec::with_capacity(2);
         for order in [1, -1] {
-            let found = self
+            let mut find = self
                 .messages
                 .find_one(doc! {})
                 .sort(doc! {"created_at": order, "_id": order})
-                .projection(doc! {"_id": 0, "created_at": 1})
-                .hint(Hint::Name("created_id".into()))
-                .await?;
+                .projection(doc! {"_id": 0, "created_at": 1});
+            if let Some(hint) = self.hints.name("created_id").await? {
+                find = find.hint(hint);
+            }
+            let found = find.await?;
             let Some(t) = found.and_then(|d| d.get_datetime("created_at").ok().copied()) else {
                 return Ok(None);
             };
@@ -153,15 +154,17 @@ impl Stats {
         let mut before = HashMap::new();
         for bucket in [Bucket::Day, Bucket::Hour] {
             let field = bucket.field();
-            let mut cursor = self
+            let mut find = self
                 .collection(bucket)
                 .find(doc! {field: {
                     "$gte": DateTime::from_millis(start),
                     "$lt": DateTime::from_millis(end),
                 }})
-                .projection(doc! {"_id": 1, "v": 1})
-                .hint(Hint::Name(field.into()))
-                .await?;
+                .projection(doc! {"_id": 1, "v": 1});
+            if let Some(hint) = self.hints.name(field).await? {
+                find = find.hint(hint);
+            }
+            let mut cursor = find.await?;
             while let Some(d) = cursor.try_next().await? {
                 let id = d.get_str("_id").context("a counter _id")?.to_owned();
                 let v = d.get("v").map(|v| as_i64(Some(v)));
@@ -195,11 +198,11 @@ impl Stats {
                 "client_name": {"$max": "$client_name"},
             }},
         ];
-        let mut cursor = self
-            .messages
-            .aggregate(pipeline)
-            .hint(Hint::Name("created_id".into()))
-            .await?;
+        let mut aggregate = self.messages.aggregate(pipeline);
+        if let Some(hint) = self.hints.name("created_id").await? {
+            aggregate = aggregate.hint(hint);
+        }
+        let mut cursor = aggregate.await?;
         let mut out: BTreeMap<Key, Delta> = BTreeMap::new();
         while let Some(group) = cursor.try_next().await? {
             let Ok(id) = group.get_document("_id") else {

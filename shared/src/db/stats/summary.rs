@@ -12,7 +12,6 @@ use std::collections::{BTreeMap, HashMap};
 
 use futures::TryStreamExt;
 use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
-use mongodb::options::Hint;
 
 use super::plan::{plan, Piece};
 use super::{as_i64, Bucket, Stats};
@@ -290,10 +289,11 @@ impl Stats {
             Piece::Hours(..) => &self.hourly,
             Piece::Messages(..) => &self.messages,
         };
-        let mut cursor = collection
-            .aggregate(q.pipeline())
-            .hint(Hint::Name(q.hint.to_owned()))
-            .await?;
+        let mut aggregate = collection.aggregate(q.pipeline());
+        if let Some(hint) = self.hints.name(q.hint).await? {
+            aggregate = aggregate.hint(hint);
+        }
+        let mut cursor = aggregate.await?;
         Ok(cursor.try_next().await?.unwrap_or_default())
     }
 }
