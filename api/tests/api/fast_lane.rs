@@ -232,15 +232,7 @@ async fn the_sweeper_and_the_restage_keep_urgent_messages_in_the_fast_lane() {
     );
     // The broker loses the event; its confirmation is old: the restage publishes it again.
     broker.purge(Lane::Fast).await;
-    let long_ago = mongodb::bson::DateTime::from_millis(
-        mongodb::bson::DateTime::now().timestamp_millis() - 600_000,
-    );
-    app.db
-        .messages
-        .collection()
-        .update_many(doc! {}, doc! {"$set": {"published_at": long_ago}})
-        .await
-        .unwrap();
+    confirmed_long_ago(&app).await;
     assert!(
         broker.holds(1, 0, 20).await,
         "the restage republished to the fast queue"

@@ -487,6 +487,23 @@ pub fn first_page(limit: u64) -> sms_shared::db::paging::PageRequest {
     }
 }
 
+/// Dates every message's publication ten minutes back, as if the broker had confirmed their
+/// events long ago (the restage republishes those still unstaged).
+pub async fn confirmed_long_ago(app: &TestApp) {
+    let long_ago = mongodb::bson::DateTime::from_millis(
+        mongodb::bson::DateTime::now().timestamp_millis() - 600_000,
+    );
+    app.db
+        .messages
+        .collection()
+        .update_many(
+            mongodb::bson::doc! {},
+            mongodb::bson::doc! {"$set": {"published_at": long_ago}},
+        )
+        .await
+        .unwrap();
+}
+
 /// How many messages a dispatcher has staged so far.
 pub async fn staged_count(app: &TestApp) -> u64 {
     app.count("sms_messages", mongodb::bson::doc! {"staged": true})
