@@ -43,6 +43,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         tasks: TaskTracker::new(),
         client_writes: Default::default(),
         hash_gate: crate::login_guard::HashGate::per_core(),
+        wake: Default::default(),
         config,
     }))
 }
@@ -136,7 +137,8 @@ fn request_span(state: &AppState) -> impl Fn(&Request<Body>) -> tracing::Span + 
     }
 }
 
-/// Serves on `listener` until `shutdown` completes, then drains in-flight work.
+/// Serves on `listener` until `shutdown` completes, then drains in-flight work. Long polls are
+/// answered at once when it completes, so that they do not hold the stop.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
@@ -145,6 +147,11 @@ pub async fn run(
     let stop = CancellationToken::new();
     let background = crate::background::spawn(state.clone(), stop.clone());
     let app = router(state.clone());
+    let hub = state.wake.clone();
+    let shutdown = async move {
+        shutdown.await;
+        hub.close();
+    };
     tracing::info!(addr = %listener.local_addr()?, base_path = %state.config.http.base_path, "sms-api listening");
     serve(listener, app, &state.config.http, shutdown).await;
     stop.cancel();

@@ -25,6 +25,9 @@ pub struct Config {
     pub outbox_grace: Duration,
     /// How often the reconciler fails timed-out `SENDING` messages and refreshes gauges.
     pub reconcile_interval: Duration,
+    /// `LONG_POLL_RECHECK_SECONDS`: how often a waiting long poll looks again without a wake
+    /// (a lease that ran out makes a job leasable without one).
+    pub long_poll_recheck: Duration,
     pub log_format: LogFormat,
     /// `LOGIN_*`: failed-login limits.
     pub login: crate::login_guard::LoginLimits,
@@ -96,6 +99,12 @@ impl Config {
                 5000,
                 50,
                 3_600_000,
+            )?),
+            long_poll_recheck: Duration::from_secs(env.ranged(
+                "LONG_POLL_RECHECK_SECONDS",
+                5,
+                1,
+                30,
             )?),
             log_format: LogFormat::from_env(env)?,
             login: crate::login_guard::LoginLimits::from_env(env)?,

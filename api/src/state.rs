@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 use crate::background::outbox::ClientWrites;
 use crate::config::Config;
 use crate::login_guard::HashGate;
+use crate::wake::WakeHub;
 
 pub struct App {
     pub config: Config,
@@ -25,6 +26,8 @@ pub struct App {
     pub client_writes: ClientWrites,
     /// Password checks, at most one per core at a time.
     pub hash_gate: HashGate,
+    /// Where long polls wait for wake events.
+    pub wake: Arc<WakeHub>,
 }
 
 #[derive(Clone)]

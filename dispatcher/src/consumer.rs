@@ -1,5 +1,11 @@
 //! The consuming loop: manual acks with bounded prefetch, reconnects with backoff, and a
 //! graceful stop that finishes and settles every delivery it holds.
+//!
+//! One connection carries both lanes: the bulk queue and the fast lane's queue are consumed on
+//! channels and tasks of their own, so a fast event never waits behind bulk batches here. Bulk
+//! events are staged in batches of what has already arrived; fast events each alone, at once.
+//! When either lane loses its consumer, both stop and the whole connection is made again. A
+//! third channel carries the wakes staging sends (see `wake.rs`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,15 +20,25 @@ use lapin::options::{
     BasicRejectOptions,
 };
 use lapin::types::FieldTable;
-use sms_shared::amqp::{self, Topology};
+use lapin::{Channel, Connection, Consumer};
+use sms_shared::amqp::{self, Lane, Topology};
 use sms_shared::config::AmqpConfig;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::{Dispatcher, Outcome};
 
-/// Most events staged together.
+/// Most bulk events staged together.
 const BATCH: usize = 64;
+/// Fast lane events are staged one by one, each as soon as it arrives: in a batch, one would
+/// wait for the others' writes.
+const FAST_BATCH: usize = 1;
+/// Fast lane events held unacknowledged at once (at most `DISPATCHER_PREFETCH`). Each is staged
+/// alone, so this many are staged side by side.
+const FAST_PREFETCH: u16 = 16;
+/// The longest cancelling a consumer or closing a channel or connection may take (the
+/// connection may be gone already).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn reconnect_backoff() -> ExponentialBackoff {
     ExponentialBackoff {
@@ -61,10 +77,28 @@ impl RetryPacer {
 }
 
 enum Ended {
-    /// Shutdown was requested and every held delivery was settled.
+    /// Shutdown was requested (or the other lane ended) and every held delivery was settled.
     Stopped,
     /// The connection or channel was lost.
     Lost(anyhow::Error),
+}
+
+/// What every lane's deliveries are handled with.
+#[derive(Clone)]
+struct Handling {
+    dispatcher: Dispatcher,
+    pacer: RetryPacer,
+    /// The process's shutdown: cuts short the pause before a requeue.
+    shutdown: CancellationToken,
+}
+
+/// One lane's consumer on its own channel.
+struct LaneConsumer {
+    lane: Lane,
+    channel: Channel,
+    consumer: Consumer,
+    /// Most deliveries staged together.
+    batch: usize,
 }
 
 /// Consumes until `shutdown` is cancelled, reconnecting with backoff whenever the broker goes away.
@@ -75,27 +109,22 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut backoff = reconnect_backoff();
-    let pacer = RetryPacer::new();
+    let handling = Handling {
+        dispatcher,
+        pacer: RetryPacer::new(),
+        shutdown,
+    };
     loop {
-        if shutdown.is_cancelled() {
+        if handling.shutdown.is_cancelled() {
             return;
         }
-        match consume(
-            &amqp_config,
-            prefetch,
-            &dispatcher,
-            &pacer,
-            &shutdown,
-            &mut backoff,
-        )
-        .await
-        {
+        match consume(&amqp_config, prefetch, &handling, &mut backoff).await {
             Ended::Stopped => return,
             Ended::Lost(e) => {
                 let pause = backoff.next_backoff().unwrap_or(Duration::from_secs(10));
                 tracing::warn!(error = %format!("{e:#}"), retry_in_ms = pause.as_millis() as u64, "RabbitMQ consumer lost; reconnecting");
                 tokio::select! {
-                    _ = shutdown.cancelled() => return,
+                    _ = handling.shutdown.cancelled() => return,
                     _ = tokio::time::sleep(pause) => {}
                 }
             }
@@ -103,87 +132,151 @@ pub async fn run(
     }
 }
 
+/// Opens a channel with `prefetch` and starts consuming `queue` on it.
+async fn subscribe(
+    connection: &Connection,
+    lane: Lane,
+    queue: &str,
+    prefetch: u16,
+    batch: usize,
+) -> anyhow::Result<LaneConsumer> {
+    let channel = connection
+        .create_channel()
+        .await
+        .context("opening channel")?;
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await
+        .context("setting prefetch")?;
+    let consumer = channel
+        .basic_consume(
+            queue,
+            "",
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .with_context(|| format!("starting consumer of {queue}"))?;
+    Ok(LaneConsumer {
+        lane,
+        channel,
+        consumer,
+        batch,
+    })
+}
+
+/// One connection's life: both lanes consumed until shutdown or until either is lost.
 async fn consume(
     config: &AmqpConfig,
     prefetch: u16,
-    dispatcher: &Dispatcher,
-    pacer: &RetryPacer,
-    shutdown: &CancellationToken,
+    handling: &Handling,
     backoff: &mut ExponentialBackoff,
 ) -> Ended {
     let topology = Topology::new(&config.prefix);
+    let fast_prefetch = FAST_PREFETCH.min(prefetch);
     let setup = async {
         let connection = amqp::connect(config, "sms-dispatcher").await?;
-        let channel = connection
+        let wake = connection
             .create_channel()
             .await
             .context("opening channel")?;
-        topology.declare(&channel).await?;
-        channel
-            .basic_qos(prefetch, BasicQosOptions::default())
-            .await
-            .context("setting prefetch")?;
-        let consumer = channel
-            .basic_consume(
-                &topology.queue,
-                "",
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .context("starting consumer")?;
-        anyhow::Ok((connection, channel, consumer))
+        topology.declare(&wake).await?;
+        let bulk = subscribe(&connection, Lane::Bulk, &topology.queue, prefetch, BATCH).await?;
+        let fast = subscribe(
+            &connection,
+            Lane::Fast,
+            &topology.fast_queue,
+            fast_prefetch,
+            FAST_BATCH,
+        )
+        .await?;
+        anyhow::Ok((connection, wake, bulk, fast))
     };
-    let (connection, channel, mut consumer) = match setup.await {
+    let (connection, wake, bulk, fast) = match setup.await {
         Ok(parts) => parts,
         Err(e) => return Ended::Lost(e),
     };
     backoff.reset();
-    tracing::info!(queue = %topology.queue, prefetch, "consuming message events");
+    let dispatcher = &handling.dispatcher;
+    dispatcher.wake().attach(wake, &topology.wake_exchange);
+    tracing::info!(
+        queue = %topology.queue,
+        prefetch,
+        fast_queue = %topology.fast_queue,
+        fast_prefetch,
+        "consuming message events"
+    );
+    let stop_lanes = handling.shutdown.child_token();
+    let mut lanes = JoinSet::new();
+    for lane in [bulk, fast] {
+        lanes.spawn(drain(lane, handling.clone(), stop_lanes.clone()));
+    }
+    // The first lane to end decides: it ends first only when lost, or at shutdown.
+    let ended = match lanes.join_next().await {
+        Some(Ok(ended)) => ended,
+        Some(Err(e)) => Ended::Lost(anyhow::Error::new(e).context("a consumer task failed")),
+        None => Ended::Stopped,
+    };
+    stop_lanes.cancel();
+    while lanes.join_next().await.is_some() {}
+    dispatcher.wake().detach();
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, "dispatcher stopping")).await;
+    if matches!(ended, Ended::Stopped) {
+        tracing::info!("consumer stopped; every held event was settled");
+    }
+    ended
+}
+
+/// Receives one lane's deliveries and stages them (in tasks of their own) until `stop` or until
+/// the consumer is lost; then waits until every delivery it holds is settled.
+async fn drain(lane: LaneConsumer, handling: Handling, stop: CancellationToken) -> Ended {
+    let LaneConsumer {
+        lane,
+        channel,
+        mut consumer,
+        batch: most,
+    } = lane;
     let tag = consumer.tag();
     let mut held: JoinSet<()> = JoinSet::new();
     let ended = loop {
         while held.try_join_next().is_some() {}
         tokio::select! {
-            _ = shutdown.cancelled() => {
+            _ = stop.cancelled() => {
                 // Stop receiving; what is already held is finished and settled below.
-                let _ = channel.basic_cancel(tag.as_str(), BasicCancelOptions::default()).await;
+                let cancel = channel.basic_cancel(tag.as_str(), BasicCancelOptions::default());
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, cancel).await;
                 break Ended::Stopped;
             }
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
                     // Take whatever else has already arrived, to stage it with the same queries.
                     let mut batch = vec![delivery];
-                    while batch.len() < BATCH {
+                    while batch.len() < most {
                         match consumer.next().now_or_never() {
                             Some(Some(Ok(d))) => batch.push(d),
                             _ => break,
                         }
                     }
-                    held.spawn(settle(dispatcher.clone(), batch, pacer.clone(), shutdown.clone()));
+                    held.spawn(settle(handling.clone(), batch));
                 }
-                Some(Err(e)) => break Ended::Lost(anyhow::Error::new(e).context("consumer stream failed")),
-                None => break Ended::Lost(anyhow::anyhow!("consumer was cancelled by the broker")),
+                Some(Err(e)) => break Ended::Lost(anyhow::Error::new(e).context(format!("{} lane's consumer stream failed", lane.as_str()))),
+                None => break Ended::Lost(anyhow::anyhow!("the {} lane's consumer was cancelled by the broker", lane.as_str())),
             }
         }
     };
     while held.join_next().await.is_some() {}
-    if matches!(ended, Ended::Stopped) {
-        let _ = channel.close(200, "dispatcher stopping").await;
-        let _ = connection.close(200, "dispatcher stopping").await;
-        tracing::info!("consumer stopped; every held event was settled");
-    }
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, channel.close(200, "dispatcher stopping")).await;
     ended
 }
 
 /// Handles a batch of deliveries and settles each: ack, reject to the dead-letter queue, or
 /// requeue after a pause.
-async fn settle(
-    dispatcher: Dispatcher,
-    batch: Vec<Delivery>,
-    pacer: RetryPacer,
-    shutdown: CancellationToken,
-) {
+async fn settle(handling: Handling, batch: Vec<Delivery>) {
+    let Handling {
+        dispatcher,
+        pacer,
+        shutdown,
+    } = handling;
     let payloads: Vec<&[u8]> = batch.iter().map(|d| d.data.as_slice()).collect();
     let outcomes = dispatcher.handle_batch(&payloads).await;
     let failure = outcomes.iter().find_map(|o| match o {

@@ -2,14 +2,16 @@
 //! leasable job in MongoDB, cancelling recent duplicates. Any number of replicas may run.
 //!
 //! [`Dispatcher::handle_batch`] (in `staging.rs`) is one step (events in, outcomes out) and is
-//! what tests call directly; [`run`] is the consuming loop around it with acks, reconnects and
-//! graceful shutdown.
+//! what tests call directly; [`run`] is the consuming loop around it (both lanes' queues) with
+//! acks, reconnects and graceful shutdown, and [`Wake`] tells the API processes which agents'
+//! jobs a step staged.
 
 pub mod config;
 pub mod consumer;
 mod fault;
 pub mod server;
 mod staging;
+mod wake;
 
 use std::time::Duration;
 
@@ -17,6 +19,7 @@ use sms_shared::db::Db;
 use sms_shared::metrics::Metrics;
 
 pub use consumer::run;
+pub use wake::Wake;
 
 /// What handling one event did, and so how its delivery is settled.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,12 +42,14 @@ pub struct Dispatcher {
     db: Db,
     metrics: Metrics,
     anti_dup_window: Duration,
+    wake: Wake,
 }
 
 impl Dispatcher {
     pub fn new(db: Db, metrics: Metrics, anti_dup_window: Duration) -> Self {
         Self {
             db,
+            wake: Wake::new(metrics.clone()),
             metrics,
             anti_dup_window,
         }
@@ -52,6 +57,12 @@ impl Dispatcher {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Where staging announces the lanes of the jobs it inserted (nowhere until the consumer
+    /// attaches a channel).
+    pub fn wake(&self) -> &Wake {
+        &self.wake
     }
 
     /// Handles one event payload. Idempotent: a redelivered event changes nothing.

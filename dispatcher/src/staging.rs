@@ -4,9 +4,10 @@
 //!    settled already needs nothing (a redelivered or republished event).
 //! 2. Claim the anti-dup key (`to + text`) of each pending, unstaged message (`db::dedup`).
 //! 3. Winners: insert their jobs into `sms_jobs` (one unordered `insert_many`; a job that exists
-//!    already was inserted by an earlier delivery), count the insertions on the messages
-//!    (`stagings`), then mark the messages staged and published. The job comes first, so a crash
-//!    in between leaves a job whose message the redelivered event marks.
+//!    already was inserted by an earlier delivery), wake the agents of the jobs inserted now
+//!    (they are leasable from that moment), count the insertions on the messages (`stagings`),
+//!    then mark the messages staged and published. The job comes first, so a crash in between
+//!    leaves a job whose message the redelivered event marks.
 //! 4. Losers: cancelled as `DUPLICATE_RECENT` (unless an earlier delivery had already given
 //!    them a job: then they were winners), and counted `PENDING → CANCELED`.
 //!
@@ -14,7 +15,7 @@
 //! on two dispatchers at once, stages each message once. The consumer acks only after this
 //! returns, and requeues the batch on [`Outcome::Retry`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use mongodb::bson::{oid::ObjectId, DateTime};
 use sms_shared::amqp::MessageEvent;
@@ -124,6 +125,13 @@ impl Dispatcher {
             .filter_map(|(_, _, id)| found.get(id).and_then(|m| Job::of(m, now)))
             .collect();
         let (inserted, failed) = self.db.jobs.stage(&jobs).await;
+        let new: HashSet<&ObjectId> = inserted.iter().collect();
+        self.wake.send(
+            jobs.iter()
+                .filter(|j| new.contains(&j.id))
+                .flat_map(|j| j.lanes.iter().cloned())
+                .collect(),
+        );
         let counted = self.db.messages.count_stagings(&inserted).await;
         let ids: Vec<ObjectId> = won
             .iter()

@@ -222,12 +222,15 @@ impl MongoConfig {
     }
 }
 
-/// RabbitMQ connection and naming.
+/// RabbitMQ connection, naming and lanes.
 #[derive(Debug, Clone)]
 pub struct AmqpConfig {
     pub url: SecretUrl,
     /// Prefix of every exchange and queue name.
     pub prefix: String,
+    /// `FAST_LANE_PRIORITY`: messages whose `priority_weight` is at least this (0 to 100) are
+    /// published to the fast lane's queue, which dispatchers consume ahead of the bulk one.
+    pub fast_lane_priority: i32,
 }
 
 impl AmqpConfig {
@@ -252,6 +255,7 @@ impl AmqpConfig {
         Ok(Self {
             url: SecretUrl::new(url),
             prefix,
+            fast_lane_priority: env.ranged("FAST_LANE_PRIORITY", 80, 0, 100)?,
         })
     }
 }
@@ -475,6 +479,20 @@ mod tests {
         let open = SecretUrl::new("mongodb://127.0.0.1:27017/?directConnection=true");
         assert_eq!(open.redacted(), open.expose_secret(), "nothing to hide");
         assert_eq!(SecretUrl::new("not a url").redacted(), "***");
+    }
+
+    #[test]
+    fn the_fast_lane_starts_at_80_unless_told_otherwise() {
+        assert_eq!(
+            AmqpConfig::from_env(&env(&[])).unwrap().fast_lane_priority,
+            80
+        );
+        let set = AmqpConfig::from_env(&env(&[("FAST_LANE_PRIORITY", "100")])).unwrap();
+        assert_eq!(set.fast_lane_priority, 100);
+        for bad in ["101", "-1", "high"] {
+            let err = AmqpConfig::from_env(&env(&[("FAST_LANE_PRIORITY", bad)])).unwrap_err();
+            assert_eq!(err.var, "FAST_LANE_PRIORITY");
+        }
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Prometheus metrics of the gateway, each process owning its own registry.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric the service exports. Both binaries build one; each fills the part it runs.
@@ -28,8 +28,16 @@ pub struct Metrics {
     pub sending_timeouts: IntCounter,
     /// Events ready in a queue, as the broker last reported.
     pub queue_messages: IntGaugeVec,
-    /// Consumers of a queue (for the message queue: running dispatchers), as last reported.
+    /// Consumers of a queue (for the message queues: running dispatchers), as last reported.
     pub queue_consumers: IntGaugeVec,
+    /// Wake events a dispatcher sent after staging.
+    pub wakes_sent: IntCounter,
+    /// Wake events an API process received.
+    pub wakes_received: IntCounter,
+    /// 1 while an API process consumes wakes (its queue is bound), else 0.
+    pub wake_subscribed: IntGauge,
+    /// Agents' long polls waiting for a job now.
+    pub long_polls: IntGauge,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -46,6 +54,14 @@ fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> 
         .register(Box::new(c.clone()))
         .expect("unique metric");
     c
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
+    g
 }
 
 fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -173,6 +189,26 @@ impl Metrics {
                 "queue_consumers",
                 "Consumers of a RabbitMQ queue (dispatchers, for the message queue), as last reported by the broker",
                 &["queue"],
+            ),
+            wakes_sent: counter(
+                &registry,
+                "wakes_sent_total",
+                "Wake events sent to the API processes after staging",
+            ),
+            wakes_received: counter(
+                &registry,
+                "wakes_received_total",
+                "Wake events received from dispatchers",
+            ),
+            wake_subscribed: gauge(
+                &registry,
+                "wake_subscribed",
+                "1 while this API process consumes wake events, else 0",
+            ),
+            long_polls: gauge(
+                &registry,
+                "agent_long_polls",
+                "Agents' long polls waiting for a job now",
             ),
             registry,
         }

@@ -1,7 +1,7 @@
 //! The pooled publisher against the machine's RabbitMQ (`TEST_AMQP_URL`), each test under its own
-//! `AMQP_PREFIX`: concurrent publishes are all confirmed, a channel the broker broke is replaced,
-//! an unroutable event is not counted as published, and after the broker goes away and comes
-//! back the pool hands out working channels again.
+//! `AMQP_PREFIX`: concurrent publishes are all confirmed, each event reaches its lane's queue, a
+//! channel the broker broke is replaced, an unroutable event is not counted as published, and
+//! after the broker goes away and comes back the pool hands out working channels again.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,6 +32,7 @@ fn events(n: usize) -> Vec<MessageEvent> {
             message_id: mongodb::bson::oid::ObjectId::new().to_hex(),
             request_id: mongodb::bson::oid::ObjectId::new().to_hex(),
             accepted_at_ms: i as i64,
+            priority_weight: None,
         })
         .collect()
 }
@@ -52,6 +53,7 @@ impl Fixture {
         let config = AmqpConfig {
             url: SecretUrl::new(url),
             prefix: prefix.clone(),
+            fast_lane_priority: 80,
         };
         let connection =
             lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
@@ -100,7 +102,7 @@ async fn concurrent_publishes_are_all_confirmed_on_several_channels() {
         .queue_stats()
         .await
         .expect("queue declared and inspected");
-    assert_eq!((empty.messages, empty.consumers), (0, 0));
+    assert_eq!(empty, Default::default(), "both lanes' queues are empty");
     let tasks: Vec<_> = (0..24)
         .map(|_| {
             let publisher = f.publisher.clone();
@@ -170,7 +172,43 @@ async fn an_unroutable_event_is_not_published_and_the_queue_comes_back() {
         "the event published before the queue was deleted is gone"
     );
     let stats = f.publisher.queue_stats().await.unwrap();
-    assert_eq!((stats.messages, stats.consumers), (1, 0));
+    assert_eq!((stats.bulk.messages, stats.bulk.consumers), (1, 0));
+    f.cleanup().await;
+}
+
+#[tokio::test]
+async fn each_event_goes_to_its_lanes_queue() {
+    let f = Fixture::new(amqp_url()).await;
+    let mut mixed = events(6);
+    for (event, weight) in
+        mixed
+            .iter_mut()
+            .zip([Some(80), Some(79), None, Some(100), Some(0), Some(50)])
+    {
+        event.priority_weight = weight;
+    }
+    assert_eq!(
+        f.publisher.publish(&mixed).await.unwrap(),
+        vec![true; 6],
+        "confirmations come back in the events' order"
+    );
+    let stats = f.publisher.queue_stats().await.unwrap();
+    assert_eq!((stats.fast.messages, stats.bulk.messages), (2, 4));
+    assert_eq!(stats.ready(), 6);
+    let mut fast = Vec::new();
+    while let Some(got) = f
+        .channel
+        .basic_get(
+            &f.topology.fast_queue,
+            lapin::options::BasicGetOptions { no_ack: true },
+        )
+        .await
+        .unwrap()
+    {
+        let event: MessageEvent = serde_json::from_slice(&got.delivery.data).unwrap();
+        fast.push(event);
+    }
+    assert_eq!(fast, vec![mixed[0].clone(), mixed[3].clone()]);
     f.cleanup().await;
 }
 

@@ -23,12 +23,12 @@ pub async fn remove_amqp(amqp_url: &str, prefix: &str) -> anyhow::Result<()> {
         .context("connecting to RabbitMQ")?;
     let t = Topology::new(prefix);
     let ch = conn.create_channel().await?;
-    for q in [&t.queue, &t.dead_letter_queue] {
+    for q in t.queues() {
         ch.queue_delete(q, Default::default())
             .await
             .with_context(|| format!("deleting queue {q}"))?;
     }
-    for e in [&t.events_exchange, &t.dead_letter_exchange] {
+    for e in t.exchanges() {
         ch.exchange_delete(e, Default::default())
             .await
             .with_context(|| format!("deleting exchange {e}"))?;

@@ -180,11 +180,21 @@ impl Api {
 
     /// `GET /agent/jobs/next?limit=`.
     pub async fn next_jobs(&self, token: &str, limit: usize) -> anyhow::Result<Jobs> {
-        Self::send(
-            self.request(Method::GET, &format!("/agent/jobs/next?limit={limit}"))
-                .bearer_auth(token),
-        )
-        .await
+        self.wait_for_jobs(token, limit, 0).await
+    }
+
+    /// `GET /agent/jobs/next?limit=&wait=`: a long poll of up to `wait` seconds (0: a plain poll).
+    pub async fn wait_for_jobs(
+        &self,
+        token: &str,
+        limit: usize,
+        wait: u64,
+    ) -> anyhow::Result<Jobs> {
+        let path = match wait {
+            0 => format!("/agent/jobs/next?limit={limit}"),
+            _ => format!("/agent/jobs/next?limit={limit}&wait={wait}"),
+        };
+        Self::send(self.request(Method::GET, &path).bearer_auth(token)).await
     }
 
     /// `POST /agent/messages/report` with a batch of reports; returns the per-item verdicts.

@@ -19,6 +19,8 @@ use crate::ledger::Ledger;
 pub struct Behaviour {
     /// Jobs asked for per poll.
     pub poll_limit: usize,
+    /// Seconds each poll waits for a job when none is there (`wait`; 0: plain polls).
+    pub wait_seconds: u64,
     /// Report `SENDING` before sending.
     pub report_sending: bool,
     /// Die right after reporting `SENDING`: never send, never report again.
@@ -36,12 +38,13 @@ pub struct Behaviour {
 }
 
 impl Behaviour {
-    /// A phone that asks for `poll_limit` jobs, sends each at once and reports it `SENT` then
-    /// `DELIVERED`; it obeys `retry_after_seconds`, sends no heartbeats and tries a report
-    /// three times.
+    /// A phone that asks for `poll_limit` jobs (plain polls), sends each at once and reports it
+    /// `SENT` then `DELIVERED`; it obeys `retry_after_seconds`, sends no heartbeats and tries a
+    /// report three times.
     pub fn prompt(poll_limit: usize) -> Self {
         Self {
             poll_limit,
+            wait_seconds: 0,
             report_sending: false,
             vanish_after_sending: false,
             send_delay: Duration::ZERO,
@@ -85,9 +88,20 @@ impl Phone {
 
     /// Leases up to `limit` jobs and records them in `ledger`.
     pub async fn lease(&self, ledger: &Ledger, limit: usize) -> anyhow::Result<Jobs> {
+        self.lease_waiting(ledger, limit, 0).await
+    }
+
+    /// Leases up to `limit` jobs, waiting up to `wait` seconds for one, and records them in
+    /// `ledger`.
+    pub async fn lease_waiting(
+        &self,
+        ledger: &Ledger,
+        limit: usize,
+        wait: u64,
+    ) -> anyhow::Result<Jobs> {
         let asked = Instant::now();
         ledger.polls.fetch_add(1, Ordering::Relaxed);
-        let jobs = match self.api.next_jobs(&self.token, limit).await {
+        let jobs = match self.api.wait_for_jobs(&self.token, limit, wait).await {
             Ok(j) => j,
             Err(e) => {
                 ledger.poll_errors.fetch_add(1, Ordering::Relaxed);
@@ -108,7 +122,9 @@ impl Phone {
 
     /// Leases once and handles what came; returns how many jobs it got.
     pub async fn poll_once(&self, behaviour: &Behaviour, ledger: &Ledger) -> anyhow::Result<usize> {
-        let jobs = self.lease(ledger, behaviour.poll_limit).await?;
+        let jobs = self
+            .lease_waiting(ledger, behaviour.poll_limit, behaviour.wait_seconds)
+            .await?;
         self.deliver(behaviour, ledger, &jobs.jobs).await;
         Ok(jobs.jobs.len())
     }
@@ -142,7 +158,8 @@ impl Phone {
                     next_heartbeat = Instant::now() + period;
                 }
             }
-            let jobs = match self.lease(&ledger, behaviour.poll_limit).await {
+            let leased = self.lease_waiting(&ledger, behaviour.poll_limit, behaviour.wait_seconds);
+            let jobs = match leased.await {
                 Ok(j) => j,
                 Err(e) => {
                     if client::has_status(&e, StatusCode::UNAUTHORIZED) {
@@ -156,8 +173,12 @@ impl Phone {
                 }
             };
             if jobs.jobs.is_empty() {
-                let mut wait =
-                    Duration::from_secs(jobs.retry_after_seconds.unwrap_or(5).max(1) as u64);
+                let retry_after = jobs.retry_after_seconds.unwrap_or(5);
+                if retry_after == 0 && behaviour.wait_seconds > 0 {
+                    // A long poll that waited in vain: poll again at once.
+                    continue;
+                }
+                let mut wait = Duration::from_secs(retry_after.max(1) as u64);
                 if let Some(max) = behaviour.max_idle_wait {
                     wait = wait.min(max);
                 }

@@ -1,6 +1,6 @@
 //! Background loops of the API process: the outbox sweeper ([`outbox`]), the reconciler
-//! ([`reconciler`]) and the message queue's watch ([`queue_watch`]). Each stops when the token is
-//! cancelled.
+//! ([`reconciler`]), the message queues' watch ([`queue_watch`]) and the wake consumer
+//! ([`wake`]). Each stops when the token is cancelled.
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -10,6 +10,7 @@ use crate::state::AppState;
 pub mod outbox;
 pub mod queue_watch;
 pub mod reconciler;
+pub mod wake;
 
 /// Starts every background loop; the returned tracker waits for them at shutdown.
 pub fn spawn(state: AppState, stop: CancellationToken) -> TaskTracker {
@@ -17,5 +18,6 @@ pub fn spawn(state: AppState, stop: CancellationToken) -> TaskTracker {
     tracker.spawn(outbox::run_sweeper(state.clone(), stop.clone()));
     tracker.spawn(reconciler::run(state.clone(), stop.clone()));
     tracker.spawn(queue_watch::run(state.clone(), stop.clone()));
+    tracker.spawn(wake::run(state.clone(), stop.clone()));
     tracker
 }

@@ -1,7 +1,8 @@
 //! Persist, then publish: message documents are their own outbox records. Events are published
 //! after a request is stored (at once, or deferred during a burst as below); the sweeper
 //! republishes whatever is still unconfirmed a few seconds later (broker down, publish failed,
-//! API restarted mid-way).
+//! API restarted mid-way). Every event goes to its message's lane (`FAST_LANE_PRIORITY`), the
+//! sweeper's and the restage's too.
 //!
 //! Publishing and marking write nothing a client waits for, yet both compete with the requests
 //! being accepted: a published event makes a dispatcher stage its message (writes to the same
@@ -9,15 +10,17 @@
 //! ([`ClientWrites`]), they wait: events until no insert is in flight, marks until none has been
 //! for a moment. Neither waits longer than half the sweeper's grace period after the request was
 //! accepted, so a steady stream of requests only delays them, and a lone request is published at
-//! once. A dispatcher that stages a message marks it published too, so a deferred mark often
-//! finds nothing left to write.
+//! once. Fast lane events (one-time passwords) never wait: they are published at once, ahead of
+//! the bulk events of the same batch; only their marks wait with the others. A dispatcher that
+//! stages a message marks it published too, so a deferred mark often finds nothing left to write.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mongodb::bson::{oid::ObjectId, DateTime};
-use sms_shared::amqp::MessageEvent;
+use sms_shared::amqp::{Lane, MessageEvent};
+use sms_shared::db::messages::OutboxRow;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -27,11 +30,12 @@ use crate::state::AppState;
 const BATCH: usize = 1000;
 
 /// The event announcing one stored message.
-pub fn event(message_id: ObjectId, request_id: ObjectId, accepted_at: DateTime) -> MessageEvent {
+pub fn event(row: OutboxRow) -> MessageEvent {
     MessageEvent {
-        message_id: message_id.to_hex(),
-        request_id: request_id.to_hex(),
-        accepted_at_ms: accepted_at.timestamp_millis(),
+        message_id: row.id.to_hex(),
+        request_id: row.request_id.to_hex(),
+        accepted_at_ms: row.accepted_at.timestamp_millis(),
+        priority_weight: row.priority_weight,
     }
 }
 
@@ -128,12 +132,37 @@ impl Drop for ClientWrite {
     }
 }
 
-/// Publishes `events` and marks the confirmed ones published, both deferred while this API is
-/// inserting requests, at most until half the grace period after `since`. Returns how many were
-/// confirmed and marked. Failures are logged and left to the sweeper.
+/// Publishes `events` and marks the confirmed ones published. Fast lane events are published at
+/// once; bulk events, and the marks, are deferred while this API is inserting requests, at most
+/// until half the grace period after `since`. Returns how many were confirmed and marked.
+/// Failures are logged and left to the sweeper.
 pub async fn publish(state: &AppState, events: &[MessageEvent], since: Instant) -> usize {
     let deadline = since + state.config.outbox_grace / 2;
-    state.client_writes.idle(deadline).await;
+    let (fast, bulk): (Vec<MessageEvent>, Vec<MessageEvent>) = events
+        .iter()
+        .cloned()
+        .partition(|e| state.publisher.lane(e) == Lane::Fast);
+    let mut confirmed = publish_now(state, &fast).await;
+    if !bulk.is_empty() {
+        state.client_writes.idle(deadline).await;
+        confirmed.extend(publish_now(state, &bulk).await);
+    }
+    state.client_writes.settled(deadline).await;
+    let mut marked = 0;
+    for ids in confirmed.chunks(BATCH) {
+        if let Err(e) = state.db.messages.mark_published(ids).await {
+            // Left unpublished: the sweeper republishes them and the dispatcher ignores the repeat.
+            tracing::warn!(error = %e, "could not mark messages published");
+            break;
+        }
+        marked += ids.len();
+    }
+    marked
+}
+
+/// Publishes `events` in batches, stopping at the first batch that fails; returns the ids of
+/// the messages whose events the broker confirmed.
+async fn publish_now(state: &AppState, events: &[MessageEvent]) -> Vec<ObjectId> {
     let mut confirmed: Vec<ObjectId> = Vec::with_capacity(events.len());
     for chunk in events.chunks(BATCH) {
         match state.publisher.publish(chunk).await {
@@ -150,17 +179,7 @@ pub async fn publish(state: &AppState, events: &[MessageEvent], since: Instant) 
             }
         }
     }
-    state.client_writes.settled(deadline).await;
-    let mut marked = 0;
-    for ids in confirmed.chunks(BATCH) {
-        if let Err(e) = state.db.messages.mark_published(ids).await {
-            // Left unpublished: the sweeper republishes them and the dispatcher ignores the repeat.
-            tracing::warn!(error = %e, "could not mark messages published");
-            break;
-        }
-        marked += ids.len();
-    }
-    marked
+    confirmed
 }
 
 /// One sweep: republishes messages still unpublished after the grace period. Returns how many
@@ -174,7 +193,7 @@ pub async fn sweep_once(state: &AppState) -> anyhow::Result<usize> {
         if stale.is_empty() {
             return Ok(total);
         }
-        let events: Vec<MessageEvent> = stale.iter().map(|(m, r, at)| event(*m, *r, *at)).collect();
+        let events: Vec<MessageEvent> = stale.iter().copied().map(event).collect();
         let confirmed = publish(state, &events, Instant::now()).await;
         state.metrics.outbox_republished.inc_by(confirmed as u64);
         total += confirmed;
@@ -201,11 +220,11 @@ pub async fn restage_once(state: &AppState) -> anyhow::Result<usize> {
     if stuck.is_empty() {
         return Ok(0);
     }
-    // While the queue still holds events, dispatchers are behind rather than events lost.
+    // While either queue still holds events, dispatchers are behind rather than events lost.
     if state.publisher.queue_depth().await? > 0 {
         return Ok(0);
     }
-    let events: Vec<MessageEvent> = stuck.iter().map(|(m, r, at)| event(*m, *r, *at)).collect();
+    let events: Vec<MessageEvent> = stuck.iter().copied().map(event).collect();
     let results = state.publisher.publish(&events).await?;
     let confirmed: Vec<ObjectId> = events
         .iter()

@@ -50,8 +50,10 @@ struct Health {
     status: ServiceState,
     mongo: DependencyState,
     amqp: DependencyState,
-    /// Dispatchers consuming the message queue, as RabbitMQ counts them. 0 means accepted
-    /// messages wait and none reaches a phone. Absent when RabbitMQ cannot be asked.
+    /// Dispatchers consuming the message queues, as RabbitMQ counts them: the smaller of the
+    /// consumer counts of the bulk and the fast lane's queue (every dispatcher consumes both).
+    /// 0 means accepted messages (of one lane at least) wait and none reaches a phone. Absent
+    /// when RabbitMQ cannot be asked.
     #[serde(skip_serializing_if = "Option::is_none")]
     dispatchers: Option<u32>,
     /// Only when unavailable: what is down.
@@ -64,7 +66,7 @@ struct Health {
 }
 
 /// 200 when MongoDB answers a ping and RabbitMQ accepts a connection; 503 naming what is down.
-/// Either way, `dispatchers` counts the consumers RabbitMQ reports on the message queue.
+/// Either way, `dispatchers` counts the dispatchers RabbitMQ reports on both message queues.
 #[utoipa::path(
     get,
     path = "/health",
@@ -115,11 +117,11 @@ async fn get_health(axum::extract::State(state): axum::extract::State<AppState>)
         .into_response()
 }
 
-/// Whether RabbitMQ answers, and how many consumers the message queue has. A missing queue
-/// (deleted by hand) leaves the count unknown without making the broker down.
+/// Whether RabbitMQ answers, and how many dispatchers consume both message queues. A missing
+/// queue (deleted by hand) leaves the count unknown without making the broker down.
 async fn broker(state: &AppState) -> (bool, Option<u32>) {
     match state.publisher.queue_stats().await {
-        Ok(stats) => (true, Some(stats.consumers)),
+        Ok(stats) => (true, Some(stats.dispatchers())),
         Err(_) => (state.publisher.check().await.is_ok(), None),
     }
 }

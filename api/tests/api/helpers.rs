@@ -232,10 +232,10 @@ pub async fn cleanup(db: String, prefix: String) {
     {
         if let Ok(ch) = conn.create_channel().await {
             let t = sms_shared::amqp::Topology::new(&prefix);
-            for q in [&t.queue, &t.dead_letter_queue] {
+            for q in t.queues() {
                 let _ = ch.queue_delete(q, Default::default()).await;
             }
-            for e in [&t.events_exchange, &t.dead_letter_exchange] {
+            for e in t.exchanges() {
                 let _ = ch.exchange_delete(e, Default::default()).await;
             }
         }
@@ -485,6 +485,23 @@ pub fn first_page(limit: u64) -> sms_shared::db::paging::PageRequest {
         after: None,
         total_lookahead: sms_shared::db::paging::TOTAL_LOOKAHEAD,
     }
+}
+
+/// Dates every message's publication ten minutes back, as if the broker had confirmed their
+/// events long ago (the restage republishes those still unstaged).
+pub async fn confirmed_long_ago(app: &TestApp) {
+    let long_ago = mongodb::bson::DateTime::from_millis(
+        mongodb::bson::DateTime::now().timestamp_millis() - 600_000,
+    );
+    app.db
+        .messages
+        .collection()
+        .update_many(
+            mongodb::bson::doc! {},
+            mongodb::bson::doc! {"$set": {"published_at": long_ago}},
+        )
+        .await
+        .unwrap();
 }
 
 /// How many messages a dispatcher has staged so far.

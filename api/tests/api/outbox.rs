@@ -80,15 +80,7 @@ async fn confirmed_events_that_never_staged_are_published_again() {
     ch.queue_purge(&topology.queue, Default::default())
         .await
         .unwrap();
-    let long_ago = mongodb::bson::DateTime::from_millis(
-        mongodb::bson::DateTime::now().timestamp_millis() - 600_000,
-    );
-    app.db
-        .messages
-        .collection()
-        .update_many(doc! {}, doc! {"$set": {"published_at": long_ago}})
-        .await
-        .unwrap();
+    confirmed_long_ago(&app).await;
     let dispatcher = app.spawn_dispatcher();
     assert!(
         eventually(15, || async { staged_count(&app).await == 2 }).await,

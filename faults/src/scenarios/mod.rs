@@ -13,6 +13,7 @@ mod dispatcher_crash_before_ack;
 mod duplicate_pairs;
 mod frozen_agent;
 mod hostile_input;
+mod long_poll_rabbitmq_restart;
 mod mongodb_stop;
 mod poison_event;
 mod rabbitmq_restart;
@@ -97,6 +98,11 @@ pub const SCENARIOS: &[Scenario] = &[
         title: "hostile input",
         play: |ctx| Box::pin(hostile_input::run(ctx)),
     },
+    Scenario {
+        slug: "long-poll-rabbitmq-restart",
+        title: "RabbitMQ restarted while phones long-poll: staging still wakes them",
+        play: |ctx| Box::pin(long_poll_rabbitmq_restart::run(ctx)),
+    },
 ];
 
 /// The row of the scenario named `slug` or numbered `n` (from 1).
@@ -115,7 +121,11 @@ mod tests {
     fn scenarios_are_found_by_name_or_number() {
         assert_eq!(find("1"), Some(0));
         assert_eq!(find("rabbitmq-restart"), Some(1));
-        assert_eq!(find("hostile-input"), Some(SCENARIOS.len() - 1));
+        assert_eq!(find("hostile-input"), Some(SCENARIOS.len() - 2));
+        assert_eq!(
+            find("long-poll-rabbitmq-restart"),
+            Some(SCENARIOS.len() - 1)
+        );
         assert_eq!(
             find(&SCENARIOS.len().to_string()),
             Some(SCENARIOS.len() - 1)

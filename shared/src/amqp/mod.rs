@@ -1,9 +1,10 @@
-//! RabbitMQ: how both binaries connect, the topology they declare, the message event, and the
-//! API's pooled confirming publisher.
+//! RabbitMQ: how both binaries connect, the topology they declare (two message lanes and the
+//! wake fanout), the events, and the API's pooled confirming publisher.
 
 mod events;
 mod publisher;
 mod topology;
+mod wake;
 
 use std::time::Duration;
 
@@ -12,9 +13,10 @@ use lapin::{Connection, ConnectionProperties};
 
 use crate::config::AmqpConfig;
 
-pub use events::MessageEvent;
-pub use publisher::{Publisher, QueueStats};
-pub use topology::{Topology, DELIVERY_LIMIT, MESSAGE_ROUTING_KEY};
+pub use events::{MessageEvent, WakeEvent};
+pub use publisher::{MessageQueues, Publisher, QueueStats};
+pub use topology::{Lane, Topology, DELIVERY_LIMIT, FAST_ROUTING_KEY, MESSAGE_ROUTING_KEY};
+pub use wake::{WakeSubscription, WAKE_TTL_MS};
 
 /// The longest a connection attempt may take before it counts as failed.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -53,6 +55,7 @@ mod tests {
         AmqpConfig {
             url: crate::config::SecretUrl::new(url),
             prefix: "sms".into(),
+            fast_lane_priority: 80,
         }
     }
 

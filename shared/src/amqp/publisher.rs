@@ -1,9 +1,14 @@
 //! The API's publisher: message events go out on a small pool of confirm-mode channels, so
 //! concurrent publishes run side by side instead of queueing on one channel.
 //!
-//! Two pools: a `deadpool-lapin` pool of connections (heartbeats on, connect time bounded), and a
-//! pool of channels opened on those connections. Each channel is put in confirm mode and declares
-//! the topology when it is opened, so a new channel also restores a deleted queue or binding.
+//! Each event goes to its lane's queue (routing key by `priority_weight`, see [`Lane`]), and
+//! each lane publishes on a pool of channels of its own, so that a fast event never waits for a
+//! channel busy with a thousand bulk events.
+//!
+//! Pools: a `deadpool-lapin` pool of connections (heartbeats on, connect time bounded), and per
+//! lane a pool of channels opened on those connections. Each channel is put in confirm mode and
+//! declares the topology when it is opened, so a new channel also restores a deleted queue or
+//! binding.
 //! A pooled channel is handed out again only while it is still open; a channel that saw an error,
 //! a return or a nack is taken out of the pool and closed instead of going back, and the idle
 //! ones are closed with it. After a broker restart every idle channel fails that check and is
@@ -20,13 +25,14 @@ use lapin::publisher_confirm::Confirmation;
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel};
 
-use super::MESSAGE_ROUTING_KEY;
-use super::{properties, url_with_heartbeat, MessageEvent, Topology, CONNECT_TIMEOUT};
+use super::{properties, url_with_heartbeat, Lane, MessageEvent, Topology, CONNECT_TIMEOUT};
 use crate::config::AmqpConfig;
 use crate::metrics::Metrics;
 
-/// Publishing channels open at most at once.
+/// Bulk publishing channels open at most at once.
 const MAX_CHANNELS: usize = 8;
+/// Fast lane publishing channels open at most at once (few events each).
+const MAX_FAST_CHANNELS: usize = 2;
 /// Connections the channels are spread over.
 const MAX_CONNECTIONS: usize = 2;
 /// How long a publish may wait for a free channel before it fails (and the sweeper retries).
@@ -38,9 +44,10 @@ const OPEN_CHANNEL_TIMEOUT: Duration = Duration::from_secs(10);
 struct ConfirmChannels {
     connections: deadpool_lapin::Pool,
     topology: Topology,
-    /// Channels declare the topology one at a time: a quorum queue answers a second declare at
-    /// once while the first is still starting it, and nacks what is published meanwhile.
-    declaring: tokio::sync::Mutex<()>,
+    /// Channels declare the topology one at a time (across both lanes' pools): a quorum queue
+    /// answers a second declare at once while the first is still starting it, and nacks what is
+    /// published meanwhile.
+    declaring: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl ConfirmChannels {
@@ -75,22 +82,29 @@ impl ConfirmChannels {
         self.topology.declare(channel).await
     }
 
-    /// The message queue's counts, from a passive declare on a channel of its own (which a
-    /// failed declare closes; dropped, it closes anyway). `Ok(Err(_))`: the broker answered but
-    /// refused the declare, typically because the queue is not there.
-    async fn inspect(&self) -> anyhow::Result<lapin::Result<QueueStats>> {
+    /// The counts of `queues`, from passive declares on a channel of its own (which a failed
+    /// declare closes; dropped, it closes anyway). `Ok(Err(_))`: the broker answered but refused
+    /// a declare, typically because the queue is not there.
+    async fn inspect(&self, queues: &[&str]) -> anyhow::Result<lapin::Result<Vec<QueueStats>>> {
         let channel = self.open_channel().await?;
         let passive = QueueDeclareOptions {
             passive: true,
             ..Default::default()
         };
-        let declared = channel
-            .queue_declare(&self.topology.queue, passive, FieldTable::default())
-            .await;
-        Ok(declared.map(|queue| QueueStats {
-            messages: queue.message_count(),
-            consumers: queue.consumer_count(),
-        }))
+        let mut stats = Vec::with_capacity(queues.len());
+        for queue in queues {
+            match channel
+                .queue_declare(queue, passive, FieldTable::default())
+                .await
+            {
+                Ok(queue) => stats.push(QueueStats {
+                    messages: queue.message_count(),
+                    consumers: queue.consumer_count(),
+                }),
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        Ok(Ok(stats))
     }
 }
 
@@ -127,8 +141,8 @@ impl managed::Manager for ConfirmChannels {
 /// A channel out of the pool; dropped, it goes back.
 type PooledChannel = Object<ConfirmChannels>;
 
-/// What the broker reports about the message queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the broker reports about one message queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct QueueStats {
     /// Events ready for delivery (not counting those a dispatcher holds unacknowledged).
     pub messages: u32,
@@ -136,12 +150,44 @@ pub struct QueueStats {
     pub consumers: u32,
 }
 
-/// Publishes message events with publisher confirms and `mandatory`, from a pool of channels.
+/// What the broker reports about both message queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MessageQueues {
+    pub bulk: QueueStats,
+    pub fast: QueueStats,
+}
+
+impl MessageQueues {
+    /// The stats of `lane`'s queue.
+    pub fn of(&self, lane: Lane) -> QueueStats {
+        match lane {
+            Lane::Bulk => self.bulk,
+            Lane::Fast => self.fast,
+        }
+    }
+
+    /// Events ready in either queue.
+    pub fn ready(&self) -> u32 {
+        self.bulk.messages.saturating_add(self.fast.messages)
+    }
+
+    /// Dispatchers consuming both queues: every dispatcher consumes both, so the smaller count
+    /// is the number of dispatchers that stage both lanes.
+    pub fn dispatchers(&self) -> u32 {
+        self.bulk.consumers.min(self.fast.consumers)
+    }
+}
+
+/// Publishes message events with publisher confirms and `mandatory`, from a pool of channels
+/// per lane.
 ///
 /// An event counts as published only when the broker acked it and did not return it.
 pub struct Publisher {
     topology: Topology,
-    channels: managed::Pool<ConfirmChannels>,
+    /// `FAST_LANE_PRIORITY`: events of messages at least this urgent take the fast lane.
+    fast_lane_priority: i32,
+    bulk: managed::Pool<ConfirmChannels>,
+    fast: managed::Pool<ConfirmChannels>,
     metrics: Metrics,
 }
 
@@ -159,22 +205,32 @@ impl Publisher {
         .wait_timeout(Some(OPEN_CHANNEL_TIMEOUT))
         .build()
         .expect("a pool with a runtime builds");
-        let channels = managed::Pool::builder(ConfirmChannels {
-            connections,
-            topology: topology.clone(),
-            declaring: Default::default(),
-        })
-        .max_size(MAX_CHANNELS)
-        .runtime(Runtime::Tokio1)
-        .create_timeout(Some(OPEN_CHANNEL_TIMEOUT))
-        .wait_timeout(Some(WAIT_FOR_CHANNEL))
-        .build()
-        .expect("a pool with a runtime builds");
+        let declaring = std::sync::Arc::new(tokio::sync::Mutex::new(()));
+        let channels = |max_size| {
+            managed::Pool::builder(ConfirmChannels {
+                connections: connections.clone(),
+                topology: topology.clone(),
+                declaring: declaring.clone(),
+            })
+            .max_size(max_size)
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(OPEN_CHANNEL_TIMEOUT))
+            .wait_timeout(Some(WAIT_FOR_CHANNEL))
+            .build()
+            .expect("a pool with a runtime builds")
+        };
         Self {
+            bulk: channels(MAX_CHANNELS),
+            fast: channels(MAX_FAST_CHANNELS),
             topology,
-            channels,
+            fast_lane_priority: config.fast_lane_priority,
             metrics,
         }
+    }
+
+    /// The lane `event` is published to.
+    pub fn lane(&self, event: &MessageEvent) -> Lane {
+        event.lane(self.fast_lane_priority)
     }
 
     /// The names this publisher publishes to and declares.
@@ -182,8 +238,15 @@ impl Publisher {
         &self.topology
     }
 
-    async fn channel(&self) -> anyhow::Result<PooledChannel> {
-        self.channels.get().await.map_err(|e| match e {
+    fn pool(&self, lane: Lane) -> &managed::Pool<ConfirmChannels> {
+        match lane {
+            Lane::Bulk => &self.bulk,
+            Lane::Fast => &self.fast,
+        }
+    }
+
+    async fn channel(&self, lane: Lane) -> anyhow::Result<PooledChannel> {
+        self.pool(lane).get().await.map_err(|e| match e {
             PoolError::Backend(e) => e,
             PoolError::Timeout(TimeoutType::Wait) => {
                 anyhow::anyhow!("every RabbitMQ publishing channel stayed busy")
@@ -195,55 +258,98 @@ impl Publisher {
         })
     }
 
-    /// Takes `channel` out of the pool for good, and the idle channels with it: whatever broke
-    /// it (a lost connection, a deleted exchange or queue) most likely breaks them too, and the
-    /// fresh channels that replace them declare the topology again. Dropping the last handle of
-    /// a channel closes it (unless the broker already did).
+    /// Takes `channel` out of its lane's pool for good, and the idle channels of both lanes
+    /// with it: whatever broke it (a lost connection, a deleted exchange or queue) most likely
+    /// breaks them too, and the fresh channels that replace them declare the topology again.
+    /// Dropping the last handle of a channel closes it (unless the broker already did).
     fn discard_with_idle(&self, channel: PooledChannel) {
         drop(Object::take(channel));
-        self.channels.retain(|_, _| false);
+        self.bulk.retain(|_, _| false);
+        self.fast.retain(|_, _| false);
     }
 
-    /// Publishing channels open now, idle or in use.
+    /// Publishing channels open now, idle or in use, in both lanes.
     pub fn open_channels(&self) -> usize {
-        self.channels.status().size
+        self.bulk.status().size + self.fast.status().size
     }
 
-    /// What the broker reports about the message queue (a passive declare). Asked on a channel of
-    /// its own, so that it never waits for a publishing channel to be free. A queue not there
+    /// What the broker reports about both message queues (passive declares). Asked on a channel
+    /// of its own, so that it never waits for a publishing channel to be free. A queue not there
     /// (a new broker, or deleted) is declared with the rest of the topology, then asked again.
-    pub async fn queue_stats(&self) -> anyhow::Result<QueueStats> {
-        let manager = self.channels.manager();
-        if let Ok(stats) = manager.inspect().await? {
-            return Ok(stats);
-        }
-        let channel = manager.open_channel().await?;
-        manager.declare(&channel).await?;
-        manager
-            .inspect()
-            .await?
-            .context("inspecting the message queue")
+    pub async fn queue_stats(&self) -> anyhow::Result<MessageQueues> {
+        let manager = self.bulk.manager();
+        let queues = [self.topology.queue.as_str(), &self.topology.fast_queue];
+        let stats = match manager.inspect(&queues).await? {
+            Ok(stats) => stats,
+            Err(_) => {
+                let channel = manager.open_channel().await?;
+                manager.declare(&channel).await?;
+                manager
+                    .inspect(&queues)
+                    .await?
+                    .context("inspecting the message queues")?
+            }
+        };
+        Ok(MessageQueues {
+            bulk: stats[0],
+            fast: stats[1],
+        })
     }
 
-    /// Events ready in the message queue.
+    /// Events ready in the message queues, both lanes.
     pub async fn queue_depth(&self) -> anyhow::Result<u32> {
-        Ok(self.queue_stats().await?.messages)
+        Ok(self.queue_stats().await?.ready())
     }
 
     /// Whether the broker is reachable: a channel can be opened. Never waits for a publishing
     /// channel to be free.
     pub async fn check(&self) -> anyhow::Result<()> {
-        self.channels.manager().open_channel().await.map(drop)
+        self.bulk.manager().open_channel().await.map(drop)
     }
 
-    /// Publishes every event; returns, for each, whether the broker confirmed and routed it.
+    /// Publishes every event to its lane, the fast ones first; returns, for each, whether the
+    /// broker confirmed and routed it.
     ///
     /// Fails as a whole when no channel could be had, or no event could be sent at all.
     pub async fn publish(&self, events: &[MessageEvent]) -> anyhow::Result<Vec<bool>> {
-        if events.is_empty() {
-            return Ok(Vec::new());
+        let mut results = vec![false; events.len()];
+        let mut failure = None;
+        let mut answered = false;
+        for lane in [Lane::Fast, Lane::Bulk] {
+            let (positions, batch): (Vec<usize>, Vec<&MessageEvent>) = events
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| self.lane(e) == lane)
+                .unzip();
+            if batch.is_empty() {
+                continue;
+            }
+            match self.publish_lane(lane, &batch).await {
+                Ok(confirmed) => {
+                    answered = true;
+                    for (i, ok) in positions.into_iter().zip(confirmed) {
+                        results[i] = ok;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(lane = lane.as_str(), error = %format!("{e:#}"), "publishing a lane's events failed");
+                    failure = Some(e);
+                }
+            }
         }
-        let channel = self.channel().await?;
+        match failure {
+            Some(e) if !answered => Err(e),
+            _ => Ok(results),
+        }
+    }
+
+    /// Publishes `events` to `lane`'s queue on one of the lane's channels.
+    async fn publish_lane(
+        &self,
+        lane: Lane,
+        events: &[&MessageEvent],
+    ) -> anyhow::Result<Vec<bool>> {
+        let channel = self.channel(lane).await?;
         let mut confirms = Vec::with_capacity(events.len());
         for event in events {
             let payload = serde_json::to_vec(event).expect("events serialise");
@@ -254,7 +360,7 @@ impl Publisher {
             let sent = channel
                 .basic_publish(
                     &self.topology.events_exchange,
-                    MESSAGE_ROUTING_KEY,
+                    lane.routing_key(),
                     BasicPublishOptions {
                         mandatory: true,
                         ..Default::default()

@@ -1,17 +1,27 @@
 //! `GET /agent/jobs/next`: an agent leases its next jobs, highest priority first, paced by
-//! `AGENT_RATE_LIMIT_PER_MIN`.
+//! `AGENT_RATE_LIMIT_PER_MIN`, waiting up to `wait` seconds for one when none is there.
 //!
-//! The handler is its steps: reserve the pacing allowance → claim jobs in `sms_jobs` (live work
+//! One look is its steps: reserve the pacing allowance → claim jobs in `sms_jobs` (live work
 //! only, whatever the history) → record the lease on their messages and count
 //! `PENDING → ASSIGNED` → give back the unused allowance. A job is handed out only once its
 //! message carries the lease.
+//!
+//! A long poll (`wait` > 0) that finds nothing registers its interest in its lanes with the wake
+//! hub *before* each look, and between looks waits for a wake (a dispatcher staged a job of one
+//! of its lanes), `LONG_POLL_RECHECK_SECONDS` (a lease that ran out makes a job leasable without
+//! any wake), its deadline or the server's shutdown. Each look settles its pacing reservation
+//! before the wait, so a waiting phone holds none of its allowance; a paced phone is answered at
+//! once.
+
+use std::time::Duration;
 
 use axum::extract::State;
 use mongodb::bson::{oid::ObjectId, DateTime};
 use serde::{Deserialize, Serialize};
-use sms_shared::db::jobs::Job as LeasedJob;
+use sms_shared::db::jobs::{lane, Job as LeasedJob};
 use sms_shared::db::messages::count_transitions;
 use sms_shared::time::{self, serde_rfc3339};
+use tokio::time::Instant;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -26,18 +36,46 @@ const DEFAULT_JOBS: i64 = 10;
 const MAX_JOBS: i64 = 100;
 /// When to poll again after an empty answer that the pacing did not cause.
 const IDLE_RETRY_SECONDS: i64 = 5;
+/// The longest `wait` (seconds).
+const MAX_WAIT_SECONDS: u64 = 30;
+/// The lane of jobs any agent may lease.
+const ANY_AGENT_LANE: &str = "*";
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(lease_jobs))
 }
 
-/// How many jobs to lease.
+/// How many jobs to lease, and how long to wait for one.
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 struct JobsQuery {
     /// At most this many jobs; default 10, capped at 100.
     #[param(minimum = 1)]
     limit: Option<i64>,
+    /// Seconds to wait for a job when none is leasable now (a long poll), 0 to 30; default 0
+    /// answers at once. The answer comes as soon as a job is leased, else after `wait` seconds
+    /// with no jobs.
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 30)]
+    wait: Option<String>,
+}
+
+/// `wait` as a duration: a whole number of seconds from 0 to 30 (empty: 0).
+fn wait_for(raw: Option<&str>) -> Result<Duration, ApiError> {
+    let Some(raw) = raw.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(Duration::ZERO);
+    };
+    match raw.parse::<u64>() {
+        Ok(seconds) if seconds <= MAX_WAIT_SECONDS => Ok(Duration::from_secs(seconds)),
+        _ => Err(ApiError::validation(
+            "wait",
+            "must be a whole number of seconds from 0 to 30",
+        )),
+    }
+}
+
+/// The lanes `agent` leases from, which its long polls wait on: its own and any agent's.
+fn lanes_of(agent: ObjectId) -> Vec<String> {
+    vec![lane(agent), ANY_AGENT_LANE.to_owned()]
 }
 
 /// A message leased to the agent to send.
@@ -92,7 +130,7 @@ struct JobsResponse {
 }
 
 /// Leases the agent's next jobs: highest `priority_weight` first, then oldest, paced by
-/// `AGENT_RATE_LIMIT_PER_MIN`.
+/// `AGENT_RATE_LIMIT_PER_MIN`; with `wait`, waits up to that many seconds for one.
 #[utoipa::path(
     get,
     path = "/agent/jobs/next",
@@ -100,7 +138,7 @@ struct JobsResponse {
     params(JobsQuery),
     security(("agent_token" = [])),
     responses(
-        (status = 200, description = "The leased jobs; when none, `retry_after_seconds` says when to poll again", body = JobsResponse),
+        (status = 200, description = "The leased jobs; when none, `retry_after_seconds` says when to poll again (0 after a long poll that waited its `wait`)", body = JobsResponse),
         AuthError,
         Errors,
     )
@@ -116,28 +154,88 @@ async fn lease_jobs(
         return Err(ApiError::validation("limit", "must be at least 1"));
     }
     let limit = limit.min(MAX_JOBS);
+    let wait = wait_for(query.wait.as_deref())?;
+    let deadline = Instant::now() + wait;
+    let lanes = lanes_of(agent.id);
+    let mut waiting = None;
+    loop {
+        // Interest first: a job staged while this look runs wakes the wait below.
+        let mut interest = (!wait.is_zero()).then(|| state.wake.interest(&lanes));
+        let jobs = match look(&state, agent.id, limit).await? {
+            Look::Leased(jobs) => jobs,
+            Look::Paced(retry_after) => return Ok(empty(retry_after)),
+        };
+        if !jobs.is_empty() {
+            return Ok(Json(JobsResponse {
+                jobs,
+                retry_after_seconds: None,
+            }));
+        }
+        let Some(interest) = interest.as_mut() else {
+            return Ok(empty(IDLE_RETRY_SECONDS));
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || state.wake.is_closed() {
+            return Ok(empty(0));
+        }
+        waiting.get_or_insert_with(|| LongPoll::start(&state));
+        tokio::select! {
+            _ = interest.woken() => {}
+            _ = tokio::time::sleep(left.min(state.config.long_poll_recheck)) => {}
+        }
+    }
+}
+
+/// An answer without jobs.
+fn empty(retry_after_seconds: i64) -> Json<JobsResponse> {
+    Json(JobsResponse {
+        jobs: Vec::new(),
+        retry_after_seconds: Some(retry_after_seconds),
+    })
+}
+
+/// A long poll waiting, counted in `sms_agent_long_polls` until dropped.
+struct LongPoll(AppState);
+
+impl LongPoll {
+    fn start(state: &AppState) -> Self {
+        state.metrics.long_polls.inc();
+        Self(state.clone())
+    }
+}
+
+impl Drop for LongPoll {
+    fn drop(&mut self) {
+        self.0.metrics.long_polls.dec();
+    }
+}
+
+/// What one look found.
+enum Look {
+    /// The jobs leased now (maybe none).
+    Leased(Vec<Job>),
+    /// The pacing allowance is used up: poll again after this many seconds.
+    Paced(i64),
+}
+
+/// One look: reserve the pacing allowance, lease, settle the reservation for what was leased.
+async fn look(state: &AppState, agent: ObjectId, limit: i64) -> ApiResult<Look> {
     let now = time::now();
     let rules = &state.config.rules;
     let grant = state
         .db
         .agent_rate
-        .reserve(
-            agent.id,
-            limit,
-            i64::from(rules.agent_rate_limit_per_min),
-            now,
-        )
+        .reserve(agent, limit, i64::from(rules.agent_rate_limit_per_min), now)
         .await?;
     if grant.allowed == 0 {
-        return Ok(Json(JobsResponse {
-            jobs: Vec::new(),
-            retry_after_seconds: Some(grant.retry_after_seconds.unwrap_or(IDLE_RETRY_SECONDS)),
-        }));
+        return Ok(Look::Paced(
+            grant.retry_after_seconds.unwrap_or(IDLE_RETRY_SECONDS),
+        ));
     }
     let lease_id = uuid::Uuid::new_v4().to_string();
     let lease_for = std::time::Duration::from_secs(rules.lease_seconds.unsigned_abs());
     let now = time::to_bson(now);
-    let leased = lease(&state, agent.id, grant.allowed, &lease_id, lease_for, now).await;
+    let leased = lease(state, agent, grant.allowed, &lease_id, lease_for, now).await;
     let (leased, re_leased) = match leased {
         Ok(leased) => leased,
         Err(e) => {
@@ -155,15 +253,12 @@ async fn lease_jobs(
         tracing::info!(leased = count, re_leased, %lease_id, "jobs leased");
     }
     let expires = DateTime::from_millis(now.timestamp_millis() + lease_for.as_millis() as i64);
-    let jobs: Vec<Job> = leased
-        .into_iter()
-        .map(|j| Job::from_leased(j, &lease_id, expires))
-        .collect();
-    let retry_after_seconds = jobs.is_empty().then_some(IDLE_RETRY_SECONDS);
-    Ok(Json(JobsResponse {
-        jobs,
-        retry_after_seconds,
-    }))
+    Ok(Look::Leased(
+        leased
+            .into_iter()
+            .map(|j| Job::from_leased(j, &lease_id, expires))
+            .collect(),
+    ))
 }
 
 /// Claims up to `limit` jobs for `agent` under `lease_id` and records the lease on their

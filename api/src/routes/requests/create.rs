@@ -480,10 +480,7 @@ async fn audit(state: &AppState, caller: &Caller, request: &SmsRequest) {
 /// Step 5: publishes the messages' events in the background, so the client does not wait for
 /// RabbitMQ; whatever does not get confirmed, the outbox sweeper publishes later.
 fn publish(state: &AppState, messages: &[Message]) {
-    let events: Vec<_> = messages
-        .iter()
-        .map(|m| outbox::event(m.id, m.request_id, m.created_at))
-        .collect();
+    let events: Vec<_> = messages.iter().map(|m| outbox::event(m.into())).collect();
     let publish_state = state.clone();
     let accepted = std::time::Instant::now();
     state.tasks.spawn(async move {

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 
 use futures::TryStreamExt;
 use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
-use sms_shared::amqp::MessageEvent;
 use sms_shared::db::messages::Message;
 use sms_shared::db::stats::Bucket;
 
@@ -25,14 +24,7 @@ pub async fn all_events(app: &TestApp) -> Vec<Vec<u8>> {
         .unwrap();
     messages
         .iter()
-        .map(|m| {
-            serde_json::to_vec(&MessageEvent {
-                message_id: m.id.to_hex(),
-                request_id: m.request_id.to_hex(),
-                accepted_at_ms: m.created_at.timestamp_millis(),
-            })
-            .unwrap()
-        })
+        .map(|m| serde_json::to_vec(&sms_api::background::outbox::event(m.into())).unwrap())
         .collect()
 }
 

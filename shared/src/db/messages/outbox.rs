@@ -13,8 +13,19 @@ use serde::Deserialize;
 use super::Messages;
 use crate::domain::status::Status;
 
-/// A message's id, its request's id and when it was accepted: what its event carries.
-pub type OutboxRow = (ObjectId, ObjectId, DateTime);
+/// What a message's event carries: its id, its request's id, when it was accepted, and its
+/// `priority_weight` (which decides the event's lane).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct OutboxRow {
+    #[serde(rename = "_id")]
+    pub id: ObjectId,
+    pub request_id: ObjectId,
+    #[serde(rename = "created_at")]
+    pub accepted_at: DateTime,
+    /// Missing only from documents older than priorities: those are bulk.
+    #[serde(default)]
+    pub priority_weight: Option<i32>,
+}
 
 /// The partial index of messages whose event is not confirmed yet.
 const UNPUBLISHED_INDEX: &str = "outbox_unpublished";
@@ -50,6 +61,17 @@ fn indexes() -> Vec<IndexModel> {
             doc! {"staged": false, "status": Status::Pending.as_str()},
         ),
     ]
+}
+
+impl From<&super::Message> for OutboxRow {
+    fn from(m: &super::Message) -> Self {
+        Self {
+            id: m.id,
+            request_id: m.request_id,
+            accepted_at: m.created_at,
+            priority_weight: Some(m.priority_weight),
+        }
+    }
 }
 
 impl Messages {
@@ -128,26 +150,15 @@ impl Messages {
         hint: &str,
         limit: i64,
     ) -> mongodb::error::Result<Vec<OutboxRow>> {
-        #[derive(Deserialize)]
-        struct Row {
-            #[serde(rename = "_id")]
-            id: ObjectId,
-            request_id: ObjectId,
-            created_at: DateTime,
-        }
-        let coll = self.0.clone_with_type::<Row>();
+        let coll = self.0.clone_with_type::<OutboxRow>();
         let mut find = coll
             .find(filter)
-            .projection(doc! {"_id": 1, "request_id": 1, "created_at": 1})
+            .projection(doc! {"_id": 1, "request_id": 1, "created_at": 1, "priority_weight": 1})
             .sort(sort)
             .limit(limit);
         if let Some(hint) = self.1.name(hint).await? {
             find = find.hint(hint);
         }
-        let rows: Vec<Row> = find.await?.try_collect().await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| (r.id, r.request_id, r.created_at))
-            .collect())
+        find.await?.try_collect().await
     }
 }
