@@ -59,12 +59,14 @@ async fn a_request_is_accepted_stored_published_and_staged() {
     assert_eq!(detail["status_counts"]["PENDING"], 2);
     assert_eq!(detail["status_counts"]["SENT"], 0);
 
-    let metrics = dispatcher.metrics.render();
-    assert!(metrics.contains("sms_messages_staged_total 2"), "{metrics}");
-    assert!(
-        metrics.contains("sms_stage_latency_seconds_count 2"),
-        "{metrics}"
-    );
+    // A dispatcher counts a batch once its writes are done, a moment after they are visible.
+    let counted = eventually(10, || async {
+        let metrics = dispatcher.metrics.render();
+        metrics.contains("sms_messages_staged_total 2")
+            && metrics.contains("sms_stage_latency_seconds_count 2")
+    })
+    .await;
+    assert!(counted, "{}", dispatcher.metrics.render());
     let api_metrics = app.get("/metrics", Auth::None).await.text().await.unwrap();
     assert!(
         api_metrics.contains("sms_events_confirmed_total 2"),
