@@ -22,6 +22,8 @@ mod login;
 mod messages;
 mod openapi;
 mod outbox;
+mod pool_leasing;
+mod pool_routing;
 mod proxy;
 mod quota;
 mod reconciler;

@@ -1,14 +1,16 @@
-//! `GET /agent/jobs/next`: an agent leases its next jobs, highest priority first, paced by
-//! `AGENT_RATE_LIMIT_PER_MIN`.
+//! `GET /agent/jobs/next`: an agent leases its next jobs (its pinned messages and those of the
+//! pools it belongs to, together), highest priority first, within its limits (per minute, per
+//! 30 minutes, per day: `db::agent_rate`).
 //!
-//! The handler is its steps: reserve the pacing allowance → claim jobs in `sms_jobs` (live work
-//! only, whatever the history) → record the lease on their messages and count
-//! `PENDING → ASSIGNED` → give back the unused allowance. A job is handed out only once its
-//! message carries the lease.
+//! The handler is its steps: record the poll (the reconciler releases the pool messages of agents
+//! that stopped polling) → reserve the allowance → claim jobs in `sms_jobs` (live work only,
+//! whatever the history) → record the lease on their messages and count `PENDING → ASSIGNED` →
+//! give back the unused allowance. A job is handed out only once its message carries the lease.
 
 use axum::extract::State;
 use mongodb::bson::{oid::ObjectId, DateTime};
 use serde::{Deserialize, Serialize};
+use sms_shared::db::agent_rate::Caps;
 use sms_shared::db::jobs::Job as LeasedJob;
 use sms_shared::db::messages::count_transitions;
 use sms_shared::time::{self, serde_rfc3339};
@@ -91,8 +93,9 @@ struct JobsResponse {
     retry_after_seconds: Option<i64>,
 }
 
-/// Leases the agent's next jobs: highest `priority_weight` first, then oldest, paced by
-/// `AGENT_RATE_LIMIT_PER_MIN`.
+/// Leases the agent's next jobs, pinned and pool ones together: highest `priority_weight` first,
+/// then oldest, within the agent's limits (`AGENT_RATE_LIMIT_PER_MIN` or its own
+/// `rate_limit_per_min`, its `max_per_30min` and `daily_limit`).
 #[utoipa::path(
     get,
     path = "/agent/jobs/next",
@@ -118,15 +121,16 @@ async fn lease_jobs(
     let limit = limit.min(MAX_JOBS);
     let now = time::now();
     let rules = &state.config.rules;
+    state
+        .db
+        .agents
+        .record_poll(agent.id, time::to_bson(now))
+        .await?;
+    let caps = Caps::of(&agent, i64::from(rules.agent_rate_limit_per_min));
     let grant = state
         .db
         .agent_rate
-        .reserve(
-            agent.id,
-            limit,
-            i64::from(rules.agent_rate_limit_per_min),
-            now,
-        )
+        .reserve(agent.id, limit, caps, now)
         .await?;
     if grant.allowed == 0 {
         return Ok(Json(JobsResponse {
@@ -143,12 +147,12 @@ async fn lease_jobs(
         Err(e) => {
             // Give the allowance back; failing that, it only lapses with the window. Jobs
             // claimed but not handed out are leased again when their lease runs out.
-            let _ = state.db.agent_rate.settle(grant.reservation, 0).await;
+            let _ = state.db.agent_rate.settle(&grant, 0).await;
             return Err(e.into());
         }
     };
     let count = leased.len() as i64;
-    state.db.agent_rate.settle(grant.reservation, count).await?;
+    state.db.agent_rate.settle(&grant, count).await?;
     state.metrics.leases.inc_by(count as u64);
     state.metrics.lease_expiries.inc_by(re_leased);
     if count > 0 {
