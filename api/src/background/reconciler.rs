@@ -158,7 +158,10 @@ async fn release_stale(
     let silent = db.agents.silent_since(silent_since).await?;
     let mut released = 0;
     loop {
-        let jobs = db.jobs.held_in_pools(&silent, now, TIMEOUT_BATCH).await?;
+        let jobs = db
+            .jobs
+            .held_in_pools(&silent, silent_since, now, TIMEOUT_BATCH)
+            .await?;
         let results: Vec<_> = futures::stream::iter(jobs.iter().cloned())
             .map(|job| release_one(state, job, now))
             .buffer_unordered(TIMEOUT_CONCURRENCY)

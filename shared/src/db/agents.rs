@@ -7,6 +7,8 @@
 //! `db::agent_rate`) and when it last polled or reported (`last_poll_at`): an agent silent for
 //! `AGENT_STALE_SECONDS` has its pool messages given back to their pool by the reconciler.
 
+use std::time::Duration;
+
 use futures::TryStreamExt;
 use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
 use mongodb::options::ReturnDocument;
@@ -29,7 +31,7 @@ pub struct Agent {
     /// Facts from the latest heartbeat (battery, signal, app version, ...).
     #[serde(default)]
     pub device: Option<Document>,
-    /// The last poll or status report, to within [`POLL_RECORD_SECONDS`].
+    /// The last poll or status report, to within a few seconds (see [`Agents::record_poll`]).
     #[serde(default)]
     pub last_poll_at: Option<DateTime>,
     /// Messages per rolling minute; `None`: `AGENT_RATE_LIMIT_PER_MIN`.
@@ -43,9 +45,9 @@ pub struct Agent {
     pub daily_limit: Option<i64>,
 }
 
-/// How stale `last_poll_at` may get before a poll or report writes it again: the record costs
-/// one write per agent every few seconds, not one per call.
-pub const POLL_RECORD_SECONDS: i64 = 5;
+/// The most `last_poll_at` may lag behind: a poll or report writes it only when it is older,
+/// so the record costs one write per agent every few seconds, not one per call.
+const POLL_RECORD_EVERY: Duration = Duration::from_secs(5);
 
 /// An operator's change of an agent: each field given is set (`Some(None)` clears a limit).
 #[derive(Debug, Clone, Default)]
@@ -233,10 +235,16 @@ impl Agents {
             .await
     }
 
-    /// Records that agent `id` polled or reported at `now`, unless it did so in the last
-    /// [`POLL_RECORD_SECONDS`].
-    pub async fn record_poll(&self, id: ObjectId, now: DateTime) -> mongodb::error::Result<()> {
-        let fresh = DateTime::from_millis(now.timestamp_millis() - POLL_RECORD_SECONDS * 1000);
+    /// Records that agent `id` polled or reported at `now`, unless the record is fresher than
+    /// five seconds, or than a quarter of `stale` (`AGENT_STALE_SECONDS`) when that is shorter.
+    pub async fn record_poll(
+        &self,
+        id: ObjectId,
+        now: DateTime,
+        stale: Duration,
+    ) -> mongodb::error::Result<()> {
+        let every = POLL_RECORD_EVERY.min(stale / 4);
+        let fresh = DateTime::from_millis(now.timestamp_millis() - every.as_millis() as i64);
         self.0
             .update_one(
                 doc! {"_id": id, "$or": [

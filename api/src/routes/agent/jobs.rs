@@ -124,7 +124,7 @@ async fn lease_jobs(
     state
         .db
         .agents
-        .record_poll(agent.id, time::to_bson(now))
+        .record_poll(agent.id, time::to_bson(now), rules.agent_stale)
         .await?;
     let caps = Caps::of(&agent, i64::from(rules.agent_rate_limit_per_min));
     let grant = state

@@ -111,7 +111,7 @@ async fn report_messages(
     state
         .db
         .agents
-        .record_poll(agent.id, time::bson_now())
+        .record_poll(agent.id, time::bson_now(), state.config.rules.agent_stale)
         .await?;
     // Items of one message apply in order (a batch may carry SENDING then SENT for it); items
     // of different messages touch different documents, so they run concurrently.
@@ -176,8 +176,10 @@ async fn report_group(
             Ok(ReportOutcome::NotFound) => (false, None, Some("NOT_FOUND")),
             Ok(ReportOutcome::InvalidTransition(s)) => (false, Some(s), Some("INVALID_TRANSITION")),
             Ok(ReportOutcome::StaleLease(s)) => (false, Some(s), Some("STALE_LEASE")),
-            Ok(ReportOutcome::Requeued) => {
-                state.metrics.pool_requeues.inc();
+            Ok(ReportOutcome::Requeued(now)) => {
+                if now {
+                    state.metrics.pool_requeues.inc();
+                }
                 (true, Some(Status::Pending), None)
             }
         };

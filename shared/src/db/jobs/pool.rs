@@ -62,10 +62,12 @@ impl Job {
 }
 
 impl Jobs {
-    /// Up to `limit` `ASSIGNED` pool jobs of `holders` whose leases still run at `now`.
+    /// Up to `limit` `ASSIGNED` pool jobs of `holders` leased before `silent_since` whose leases
+    /// still run at `now`. A job leased since (its holder polled again meanwhile) is not one.
     pub async fn held_in_pools(
         &self,
         holders: &[ObjectId],
+        silent_since: DateTime,
         now: DateTime,
         limit: i64,
     ) -> mongodb::error::Result<Vec<Job>> {
@@ -78,6 +80,7 @@ impl Jobs {
                 "holder": {"$in": holders},
                 "status": Status::Assigned.as_str(),
                 "pool": true,
+                "leased_at": {"$lt": silent_since},
                 "lease_expires_at": {"$gt": now},
             })
             .limit(limit);
@@ -132,5 +135,62 @@ impl Jobs {
             )
             .await?;
         Ok(r.modified_count == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::messages::{Message, NewMessage, Route};
+
+    fn held(pool: bool, holder: ObjectId, attempts: i32) -> Job {
+        let at = DateTime::from_millis(1_700_000_000_000);
+        let route = if pool {
+            Route::Pool(vec!["*".to_owned()])
+        } else {
+            Route::Pinned(holder)
+        };
+        let m = Message::pending(NewMessage {
+            request_id: ObjectId::new(),
+            api_key_id: None,
+            client_name: "SafeShop".into(),
+            route,
+            template_id: ObjectId::new(),
+            to: "+84901234567".into(),
+            text: "Ma OTP 1".into(),
+            priority_weight: 50,
+            created_at: at,
+        })
+        .staged_at(at);
+        let mut job = Job::of(&m, at).unwrap();
+        job.status = Status::Assigned;
+        job.holder = Some(holder);
+        job.lease_id = Some("lease-1".into());
+        job.attempts = attempts;
+        job
+    }
+
+    #[test]
+    fn only_the_holder_of_a_pool_job_may_requeue_it_within_the_attempts() {
+        let (a, b) = (ObjectId::new(), ObjectId::new());
+        let job = held(true, a, 1);
+        assert!(job.requeueable_by(a, Some("lease-1"), 3));
+        assert!(job.requeueable_by(a, None, 3));
+        assert!(!job.requeueable_by(b, None, 3), "not its holder");
+        assert!(!job.requeueable_by(a, Some("lease-0"), 3), "another lease");
+        assert!(!job.requeueable_by(a, None, 1), "no attempts left");
+        assert!(!held(false, a, 1).requeueable_by(a, None, 3), "pinned");
+        let mut sending = held(true, a, 2);
+        sending.status = Status::Sending;
+        assert!(sending.requeueable_by(a, None, 3));
+    }
+
+    #[test]
+    fn the_excluded_agents_are_those_that_failed_it_and_the_reporter() {
+        let (a, b) = (ObjectId::new(), ObjectId::new());
+        let mut job = held(true, a, 2);
+        job.tried_by = vec![b];
+        assert_eq!(job.excluded_with(a), vec![b, a]);
+        assert_eq!(job.excluded_with(b), vec![b]);
     }
 }

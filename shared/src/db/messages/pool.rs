@@ -99,6 +99,6 @@ impl Messages {
                 (Status::Pending, None),
             )
             .await?;
-        Ok(Some((ReportOutcome::Requeued, moved)))
+        Ok(Some((ReportOutcome::Requeued(!given_back), moved)))
     }
 }

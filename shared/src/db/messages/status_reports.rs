@@ -31,8 +31,8 @@ pub enum ReportOutcome {
     /// The report's `lease_id` is not the message's current lease.
     StaleLease(Status),
     /// A retryable failure of a pool message: it went back to its pool (`PENDING`) for another
-    /// agent.
-    Requeued,
+    /// agent; `false` when an earlier copy of the report did that already.
+    Requeued(bool),
 }
 
 /// The longest `last_error` an agent may store.
