@@ -399,6 +399,34 @@ mod tests {
     }
 
     #[test]
+    fn a_pool_message_has_no_agent_until_leased_and_its_job_keeps_the_pool() {
+        let at = DateTime::from_millis(1_700_000_000_000);
+        let lanes = vec!["*".to_owned()];
+        let m = Message::pending(NewMessage {
+            route: Route::Pool(lanes.clone()),
+            ..new("Ma OTP 1", at)
+        })
+        .staged_at(at);
+        assert_eq!((m.agent_id, m.pool.as_ref()), (None, Some(&lanes)));
+        assert_eq!(m.lanes(), lanes);
+        let job = crate::db::jobs::Job::of(&m, at).expect("a pending message has a job");
+        assert_eq!(
+            (job.lanes.clone(), job.pool, job.holder),
+            (lanes, true, None)
+        );
+        assert_eq!(job.pinned_agent(), None);
+
+        let agent = ObjectId::new();
+        let pinned = Message::pending(NewMessage {
+            route: Route::Pinned(agent),
+            ..new("Ma OTP 2", at)
+        });
+        assert_eq!((pinned.agent_id, pinned.pool.clone()), (Some(agent), None));
+        let job = crate::db::jobs::Job::of(&pinned.staged_at(at), at).unwrap();
+        assert_eq!((job.pool, job.pinned_agent()), (false, Some(agent)));
+    }
+
+    #[test]
     fn ids_carry_the_creation_second_and_are_unique_in_a_burst() {
         let at = DateTime::from_millis(1_700_000_000_999);
         let burst: Vec<Message> = (0..5_000)
