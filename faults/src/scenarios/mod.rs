@@ -15,6 +15,7 @@ mod frozen_agent;
 mod hostile_input;
 mod mongodb_stop;
 mod poison_event;
+mod pool_phone_killed;
 mod rabbitmq_restart;
 mod unroutable_publish;
 
@@ -97,6 +98,11 @@ pub const SCENARIOS: &[Scenario] = &[
         title: "hostile input",
         play: |ctx| Box::pin(hostile_input::run(ctx)),
     },
+    Scenario {
+        slug: "pool-phone-killed",
+        title: "a pool of three phones, one killed mid-run holding leases",
+        play: |ctx| Box::pin(pool_phone_killed::run(ctx)),
+    },
 ];
 
 /// The row of the scenario named `slug` or numbered `n` (from 1).
@@ -115,7 +121,8 @@ mod tests {
     fn scenarios_are_found_by_name_or_number() {
         assert_eq!(find("1"), Some(0));
         assert_eq!(find("rabbitmq-restart"), Some(1));
-        assert_eq!(find("hostile-input"), Some(SCENARIOS.len() - 1));
+        assert_eq!(find("hostile-input"), Some(9));
+        assert_eq!(find("pool-phone-killed"), Some(SCENARIOS.len() - 1));
         assert_eq!(
             find(&SCENARIOS.len().to_string()),
             Some(SCENARIOS.len() - 1)
