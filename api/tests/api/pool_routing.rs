@@ -74,6 +74,35 @@ async fn a_request_without_an_agent_goes_to_whichever_active_agent_polls() {
             (vec!["*".to_owned()], true, None)
         );
     }
+    // Nobody holds them: counted in the totals, under no agent, and with an empty agent cell.
+    let summary: Value = app
+        .get("/sms/reports/summary", Auth::Operator)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (summary["total"].as_i64(), &summary["by_agent"]),
+        (Some(3), &json!([]))
+    );
+    let csv = app
+        .get("/sms/reports/export.csv", Auth::Operator)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let mut rows = csv::Reader::from_reader(csv.as_bytes());
+    let agent_column = rows
+        .headers()
+        .unwrap()
+        .iter()
+        .position(|h| h == "agent_id")
+        .unwrap();
+    let cells: Vec<String> = rows
+        .records()
+        .map(|r| r.unwrap()[agent_column].to_owned())
+        .collect();
+    assert_eq!(cells, ["", "", ""], "no agent yet");
 
     let tokens = [&s.agent_token, &others[0].1, &others[1].1];
     let agents = [oid(&s.agent_id), others[0].0, others[1].0];

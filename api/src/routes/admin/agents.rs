@@ -74,6 +74,7 @@ struct AgentView {
 
 /// What an agent may still lease now in each window of its limits.
 #[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Remaining)]
 struct RemainingView {
     /// In the rolling minute.
     per_min: i64,

@@ -65,7 +65,8 @@ struct ReportItem {
 #[derive(Serialize, utoipa::ToSchema)]
 struct ReportResult {
     message_id: String,
-    /// Whether the message now has the reported status.
+    /// Whether the report was applied: the message now has the reported status or, after a
+    /// retryable `FAILED`, went back to its pool (`status: PENDING`).
     ok: bool,
     /// The message's status after the report (`PENDING` when a retryable failure sent it back
     /// to its pool); `null` when it is not the agent's to know.

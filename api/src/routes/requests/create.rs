@@ -36,7 +36,7 @@ use crate::extract::Json;
 use crate::openapi::{AuthError, BodyErrors, Errors, QuotaError, ScopeError};
 use crate::state::AppState;
 
-use super::target::{self, Named, Target};
+use super::target::{self, Target};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(create_request))
@@ -52,9 +52,8 @@ const DEFAULT_PRIORITY: i32 = 50;
 struct CreateRequest {
     /// An approved template's id.
     template_id: String,
-    /// The (active) agent that sends every message: they are pinned to it. Without it (and
-    /// without `agent_ids`), any active agent may send them (for a key restricted to some
-    /// agents, any of those).
+    /// The (active) agent that sends every message: they are pinned to it. Without it and
+    /// `agent_ids`, any active agent (of a restricted key's agents) may send them.
     agent_id: Option<String>,
     /// A pool instead of one agent: any of these (active) agents may send each message, and
     /// another takes over when one fails or goes silent. 1 to 100 agents.
@@ -199,11 +198,9 @@ async fn validate(state: &AppState, caller: &Caller, body: &CreateRequest) -> Ap
         Some(t) if !t.is_approved => push(&mut errors, "template_id", "template is not approved"),
         Some(_) => {}
     }
-    let named = Named {
-        agent_id: body.agent_id.as_deref(),
-        agent_ids: body.agent_ids.as_deref(),
-    };
-    let target = target::resolve(state, caller.allowed_agents(), named, &mut errors).await?;
+    let (agent_id, agent_ids) = (body.agent_id.as_deref(), body.agent_ids.as_deref());
+    let allowed = caller.allowed_agents();
+    let target = target::resolve(state, allowed, agent_id, agent_ids, &mut errors).await?;
     if body
         .priority_weight
         .is_some_and(|w| !(0..=100).contains(&w))
@@ -474,12 +471,10 @@ async fn audit(state: &AppState, caller: &Caller, request: &SmsRequest) {
     let Caller::Operator(operator) = caller else {
         return;
     };
-    let hex = |ids: &[ObjectId]| ids.iter().map(|id| id.to_hex()).collect::<Vec<_>>();
-    let details = doc! {
-        "total": request.total,
-        "agent_id": request.agent_id.map(|a| a.to_hex()),
-        "agent_ids": request.agent_ids.as_deref().map(hex),
-    };
+    let agent_ids: Option<Vec<String>> =
+        (request.agent_ids.as_ref()).map(|ids| ids.iter().map(|a| a.to_hex()).collect());
+    let agent_id = request.agent_id.map(|a| a.to_hex());
+    let details = doc! {"total": request.total, "agent_id": agent_id, "agent_ids": agent_ids};
     let id = Some(request.id.to_hex());
     let recorded = operator.audit(state, "request.create", "sms_request", id, details);
     if let Err(e) = recorded.await {

@@ -32,21 +32,16 @@ pub(super) struct Target {
     pub agent_ids: Option<Vec<ObjectId>>,
 }
 
-/// The agents a caller names: the `agent_id` or `agent_ids` of its request.
-pub(super) struct Named<'a> {
-    pub agent_id: Option<&'a str>,
-    pub agent_ids: Option<&'a [String]>,
-}
-
-/// Resolves `named` for a caller allowed to use `allowed` (`None`: any agent). Problems are
-/// added to `errors` (the target is then `None`).
+/// Resolves the `agent_id` or `agent_ids` a request names, for a caller allowed to use
+/// `allowed` (`None`: any agent). Problems are added to `errors` (the target is then `None`).
 pub(super) async fn resolve(
     state: &AppState,
     allowed: Option<&[ObjectId]>,
-    named: Named<'_>,
+    agent_id: Option<&str>,
+    agent_ids: Option<&[String]>,
     errors: &mut FieldErrors,
 ) -> ApiResult<Option<Target>> {
-    match (named.agent_id, named.agent_ids) {
+    match (agent_id, agent_ids) {
         (Some(_), Some(_)) => {
             push(
                 errors,
