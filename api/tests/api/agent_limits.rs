@@ -28,19 +28,7 @@ async fn set_limits(app: &TestApp, agent: ObjectId, limits: Value) -> Value {
 
 /// The agent as `GET /admin/agents` lists it.
 async fn listed(app: &TestApp, agent: ObjectId) -> Value {
-    let list: Value = app
-        .get("/sms/admin/agents", Auth::Operator)
-        .await
-        .json()
-        .await
-        .unwrap();
-    list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["agent_id"] == agent.to_hex())
-        .expect("listed")
-        .clone()
+    listed_item(app, "/sms/admin/agents", "agent_id", &agent.to_hex()).await
 }
 
 /// `polls` polls of `limit` at once, alternately on `app` and `replica`; the ids they got.

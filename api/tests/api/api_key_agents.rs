@@ -13,19 +13,7 @@ async fn create_key(app: &TestApp, body: Value) -> reqwest::Response {
 }
 
 async fn listed_key(app: &TestApp, id: &str) -> Value {
-    let list: Value = app
-        .get("/sms/admin/api-keys", Auth::Operator)
-        .await
-        .json()
-        .await
-        .unwrap();
-    list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["id"] == id)
-        .expect("listed")
-        .clone()
+    listed_item(app, "/sms/admin/api-keys", "id", id).await
 }
 
 #[tokio::test]

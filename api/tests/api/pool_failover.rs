@@ -138,39 +138,18 @@ async fn without_another_active_agent_a_retryable_failure_is_final() {
     counters_match_a_recount(&app).await;
 }
 
-#[tokio::test]
-async fn a_retryable_failure_after_sending_returns_the_message_to_the_pool() {
-    let (app, _, token_a) = app_with_agent(&[FAST]).await;
-    let (b, token_b) = fleet(&app, 1).await.remove(0);
-    let m = for_everyone(50, 0);
-    insert(&app, std::slice::from_ref(&m)).await;
-    let lease = poll(&app, &token_a, 10).await["jobs"][0]["lease_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let results = report(
-        &app,
-        &token_a,
-        json!([
-            {"message_id": m.id.to_hex(), "status": "SENDING", "lease_id": lease},
-            {"message_id": m.id.to_hex(), "status": "FAILED", "lease_id": lease,
-             "error": "NO_SIGNAL", "retryable": true},
-        ]),
-    )
-    .await;
-    assert_eq!(results[1]["status"], "PENDING", "{results:?}");
-    let stored = load(&app, m.id).await;
-    assert_eq!((stored.status, stored.agent_id), (Status::Pending, None));
-    assert_eq!(
-        job_ids(&poll(&app, &token_b, 10).await),
-        vec![m.id.to_hex()]
-    );
-    assert_eq!(load(&app, m.id).await.agent_id, Some(b));
-    counters_match_a_recount(&app).await;
+/// An app with agents A and B and one pool message that A leased.
+struct LeasedByA {
+    app: TestApp,
+    a: ObjectId,
+    token_a: String,
+    b: ObjectId,
+    token_b: String,
+    m: ObjectId,
+    lease: String,
 }
 
-#[tokio::test]
-async fn a_crash_between_the_job_and_the_message_is_completed_by_the_next_lease() {
+async fn leased_by_a() -> LeasedByA {
     let (app, a, token_a) = app_with_agent(&[FAST]).await;
     let (b, token_b) = fleet(&app, 1).await.remove(0);
     let m = for_everyone(50, 0);
@@ -179,25 +158,76 @@ async fn a_crash_between_the_job_and_the_message_is_completed_by_the_next_lease(
         .as_str()
         .unwrap()
         .to_owned();
+    LeasedByA {
+        app,
+        a,
+        token_a,
+        b,
+        token_b,
+        m: m.id,
+        lease,
+    }
+}
+
+#[tokio::test]
+async fn a_retryable_failure_after_sending_returns_the_message_to_the_pool() {
+    let LeasedByA {
+        app,
+        token_a,
+        b,
+        token_b,
+        m,
+        lease,
+        ..
+    } = leased_by_a().await;
+    let results = report(
+        &app,
+        &token_a,
+        json!([
+            {"message_id": m.to_hex(), "status": "SENDING", "lease_id": lease},
+            {"message_id": m.to_hex(), "status": "FAILED", "lease_id": lease,
+             "error": "NO_SIGNAL", "retryable": true},
+        ]),
+    )
+    .await;
+    assert_eq!(results[1]["status"], "PENDING", "{results:?}");
+    let stored = load(&app, m).await;
+    assert_eq!((stored.status, stored.agent_id), (Status::Pending, None));
+    assert_eq!(job_ids(&poll(&app, &token_b, 10).await), vec![m.to_hex()]);
+    assert_eq!(load(&app, m).await.agent_id, Some(b));
+    counters_match_a_recount(&app).await;
+}
+
+#[tokio::test]
+async fn a_crash_between_the_job_and_the_message_is_completed_by_the_next_lease() {
+    let LeasedByA {
+        app,
+        a,
+        token_a,
+        b,
+        token_b,
+        m,
+        lease,
+    } = leased_by_a().await;
     let sending = report(
         &app,
         &token_a,
-        json!([{"message_id": m.id.to_hex(), "status": "SENDING", "lease_id": lease}]),
+        json!([{"message_id": m.to_hex(), "status": "SENDING", "lease_id": lease}]),
     )
     .await;
     assert_eq!(sending[0]["ok"], true);
     // A's retryable failure gave the job back; the process died before the message followed.
-    let job = app.db.jobs.find(m.id).await.unwrap().unwrap();
+    let job = app.db.jobs.find(m).await.unwrap().unwrap();
     assert!(app.db.jobs.requeue(&job, a, DateTime::now()).await.unwrap());
-    assert_eq!(load(&app, m.id).await.status, Status::Sending);
+    assert_eq!(load(&app, m).await.status, Status::Sending);
 
     let taken = poll(&app, &token_b, 10).await;
     assert_eq!(
         job_ids(&taken),
-        vec![m.id.to_hex()],
+        vec![m.to_hex()],
         "B may take it: A gave it back"
     );
-    let stored = load(&app, m.id).await;
+    let stored = load(&app, m).await;
     assert_eq!(
         (stored.status, stored.agent_id),
         (Status::Assigned, Some(b))
@@ -205,10 +235,10 @@ async fn a_crash_between_the_job_and_the_message_is_completed_by_the_next_lease(
     let retried = report(
         &app,
         &token_a,
-        json!([{"message_id": m.id.to_hex(), "status": "FAILED", "lease_id": lease, "retryable": true}]),
+        json!([{"message_id": m.to_hex(), "status": "FAILED", "lease_id": lease, "retryable": true}]),
     )
     .await;
     assert_eq!(retried[0]["error"], "NOT_FOUND", "B holds it now");
-    assert_eq!(load(&app, m.id).await.agent_id, Some(b));
+    assert_eq!(load(&app, m).await.agent_id, Some(b));
     counters_match_a_recount(&app).await;
 }

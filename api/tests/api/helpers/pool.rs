@@ -77,3 +77,15 @@ pub async fn stage(app: &TestApp) {
 pub fn hex(id: ObjectId) -> Value {
     json!(id.to_hex())
 }
+
+/// The item of the operators' list at `path` whose `field` is `id`.
+pub async fn listed_item(app: &TestApp, path: &str, field: &str, id: &str) -> Value {
+    let list: Value = app.get(path, Auth::Operator).await.json().await.unwrap();
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|item| item[field] == id)
+        .unwrap_or_else(|| panic!("{id} is not in {path}"))
+        .clone()
+}
