@@ -105,6 +105,8 @@ pub struct ApiClient {
     pub client_name: String,
     pub scopes: Vec<String>,
     pub rate_limit_per_day: i64,
+    /// The only agents its requests may use; `None`: any agent.
+    pub agent_ids: Option<Vec<ObjectId>>,
 }
 
 impl ApiClient {
@@ -135,6 +137,7 @@ impl ApiClient {
                     client_name: key.client_name,
                     scopes: key.scopes,
                     rate_limit_per_day: key.rate_limit_per_day,
+                    agent_ids: key.agent_ids,
                 }))
             }
             _ => Err(ApiError::Unauthorized),
@@ -164,6 +167,14 @@ impl Caller {
     pub fn tenant(&self) -> Option<ObjectId> {
         match self {
             Caller::Client(c) => Some(c.key_id),
+            Caller::Operator(_) => None,
+        }
+    }
+
+    /// The agents this caller may send through: `None` for operators and unrestricted keys.
+    pub fn allowed_agents(&self) -> Option<&[ObjectId]> {
+        match self {
+            Caller::Client(c) => c.agent_ids.as_deref(),
             Caller::Operator(_) => None,
         }
     }
@@ -234,7 +245,7 @@ impl FromRequestParts<AppState> for ClientAddr {
 pub enum BearerProof {
     Nothing,
     /// An agent's current token, whether or not the agent is active (the route decides).
-    Agent(Agent),
+    Agent(Box<Agent>),
     /// A valid operator JWT.
     Operator(Operator),
 }
@@ -250,7 +261,7 @@ impl FromRequestParts<AppState> for BearerProof {
             let digest = token::digest(plain);
             return Ok(match state.db.agents.find_by_token_hash(&digest).await? {
                 Some(agent) if token::digests_equal(&agent.token_hash, &digest) => {
-                    BearerProof::Agent(agent)
+                    BearerProof::Agent(Box::new(agent))
                 }
                 _ => BearerProof::Nothing,
             });

@@ -11,7 +11,7 @@ use anyhow::Context;
 use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
 use mongodb::{Collection, Database, IndexModel};
-use sms_shared::db::messages::{Message, NewMessage};
+use sms_shared::db::messages::{Message, NewMessage, Route};
 use sms_shared::domain::phone;
 use sms_shared::domain::status::Status;
 use sms_testkit::recipients;
@@ -195,7 +195,7 @@ fn documents(run_id: &str, batches: &[usize], agents: &[ObjectId]) -> Vec<Vec<Me
                         request_id,
                         api_key_id: Some(template_id),
                         client_name: "sms-bench".into(),
-                        agent_id,
+                        route: Route::Pinned(agent_id),
                         template_id,
                         to,
                         text,

@@ -296,6 +296,11 @@ pub struct RulesConfig {
     pub max_text_length: usize,
     /// How long a message may stay in `SENDING` before it is failed with `SENDING_TIMEOUT`.
     pub sending_timeout: Duration,
+    /// `MAX_SEND_ATTEMPTS`: leases a pool message may have before a retryable failure is final.
+    pub max_send_attempts: i32,
+    /// `AGENT_STALE_SECONDS`: an agent that has not polled (or reported) for this long has its
+    /// `ASSIGNED` pool messages given back to the pool before their leases end.
+    pub agent_stale: Duration,
 }
 
 impl RulesConfig {
@@ -340,6 +345,8 @@ impl RulesConfig {
                 1,
                 30 * 86_400,
             )?),
+            max_send_attempts: env.ranged("MAX_SEND_ATTEMPTS", 3, 1, 100)?,
+            agent_stale: Duration::from_secs(env.ranged("AGENT_STALE_SECONDS", 60, 2, 86_400)?),
         })
     }
 
@@ -400,6 +407,8 @@ mod tests {
         assert!(rules.block_international);
         assert_eq!(rules.anti_dup_window, Duration::from_secs(180));
         assert_eq!(rules.max_recipients_per_request, 5000);
+        assert_eq!(rules.max_send_attempts, 3);
+        assert_eq!(rules.agent_stale, Duration::from_secs(60));
     }
 
     #[test]

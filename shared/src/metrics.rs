@@ -26,6 +26,10 @@ pub struct Metrics {
     pub reports_rejected: IntCounterVec,
     pub agent_in_flight: IntGaugeVec,
     pub sending_timeouts: IntCounter,
+    /// Pool messages given back to their pool by a retryable failure.
+    pub pool_requeues: IntCounter,
+    /// Pool messages given back to their pool because their holder went silent.
+    pub stale_releases: IntCounter,
     /// Events ready in a queue, as the broker last reported.
     pub queue_messages: IntGaugeVec,
     /// Consumers of a queue (for the message queues: running dispatchers), as last reported.
@@ -177,6 +181,16 @@ impl Metrics {
                 &registry,
                 "sending_timeouts_total",
                 "Messages failed with SENDING_TIMEOUT",
+            ),
+            pool_requeues: counter(
+                &registry,
+                "pool_requeues_total",
+                "Pool messages sent back to their pool by a retryable failure",
+            ),
+            stale_releases: counter(
+                &registry,
+                "stale_releases_total",
+                "Pool messages released from agents that stopped polling",
             ),
             queue_messages: gauge_vec(
                 &registry,

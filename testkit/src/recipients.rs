@@ -1,5 +1,5 @@
 //! Recipients the API accepts: distinct, valid Vietnamese mobile numbers, and the body of an OTP
-//! request sending one code to each.
+//! request sending one code to each, through one agent or the pool of every agent.
 
 use serde_json::{json, Value};
 
@@ -32,6 +32,19 @@ pub fn otp_request(
         .map(|(to, code)| json!({"to": to, "variables": {"CODE": code}}))
         .collect();
     json!({"template_id": template_id, "agent_id": agent_id, "messages": messages})
+}
+
+/// The body of `POST /requests` sending `template_id` to each `(to, code)` through the pool of
+/// every active agent: no `agent_id`.
+pub fn pool_request(
+    template_id: &str,
+    recipients: impl IntoIterator<Item = (String, String)>,
+) -> Value {
+    let mut body = otp_request(template_id, "", recipients);
+    if let Some(fields) = body.as_object_mut() {
+        fields.remove("agent_id");
+    }
+    body
 }
 
 #[cfg(test)]
@@ -72,5 +85,13 @@ mod tests {
                 {"to": phone(8), "variables": {"CODE": "100007"}},
             ])
         );
+    }
+
+    #[test]
+    fn a_pool_request_names_no_agent() {
+        let body = pool_request("t1", recipients(0, 3));
+        assert!(body.get("agent_id").is_none(), "{body}");
+        assert_eq!(body["template_id"], "t1");
+        assert_eq!(body["messages"].as_array().map(Vec::len), Some(3));
     }
 }

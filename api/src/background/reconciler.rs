@@ -5,20 +5,27 @@
 //! only. Every API replica may run it: each message is failed (and counted) by the one write
 //! that changed it, and a crash between the message and its job leaves a job the next pass
 //! finishes.
+//!
+//! A phone that stops polling also holds its `ASSIGNED` messages until their leases end. For
+//! pool messages another phone could send them now: each pass gives the `ASSIGNED` (never
+//! `SENDING`) pool jobs of agents silent for `AGENT_STALE_SECONDS` back to their pool, job first,
+//! then message (`db::jobs` and `db::messages`, `pool.rs`). Pinned messages wait for their phone.
 
 use std::collections::HashSet;
 
 use anyhow::Context;
 use futures::StreamExt;
 use mongodb::bson::{oid::ObjectId, DateTime};
+use sms_shared::db::jobs::Job;
 use sms_shared::db::messages::{count_transitions, gathered};
+use sms_shared::db::stats::Transition;
 use sms_shared::time;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::state::AppState;
 
-/// Timed-out jobs handled per round of a pass.
+/// Timed-out (or released) jobs handled per round of a pass.
 const TIMEOUT_BATCH: i64 = 500;
 /// Messages failed at once.
 const TIMEOUT_CONCURRENCY: usize = 16;
@@ -28,6 +35,8 @@ const TIMEOUT_CONCURRENCY: usize = 16;
 pub struct Pass {
     /// Messages failed with `SENDING_TIMEOUT`.
     pub timed_out: u64,
+    /// Pool messages taken back from silent agents.
+    pub released: u64,
     /// Agents holding messages, with how many.
     pub in_flight: Vec<(String, i64)>,
 }
@@ -61,8 +70,8 @@ pub async fn run(state: AppState, stop: CancellationToken) {
     }
 }
 
-/// One pass: fail timed-out `SENDING` messages, then set the in-flight gauge of every agent
-/// holding messages.
+/// One pass: fail timed-out `SENDING` messages, give silent agents' pool messages back to their
+/// pool, then set the in-flight gauge of every agent holding messages.
 pub async fn reconcile(state: &AppState) -> anyhow::Result<Pass> {
     let now = time::bson_now();
     let timeout_ms =
@@ -74,6 +83,18 @@ pub async fn reconcile(state: &AppState) -> anyhow::Result<Pass> {
     if timed_out > 0 {
         state.metrics.sending_timeouts.inc_by(timed_out);
         tracing::warn!(timed_out, "messages failed with SENDING_TIMEOUT");
+    }
+    let stale_ms = i64::try_from(state.config.rules.agent_stale.as_millis()).unwrap_or(i64::MAX);
+    let silent_since = DateTime::from_millis(now.timestamp_millis().saturating_sub(stale_ms));
+    let released = release_stale(state, silent_since, now)
+        .await
+        .context("releasing the pool messages of silent agents")?;
+    if released > 0 {
+        state.metrics.stale_releases.inc_by(released);
+        tracing::warn!(
+            released,
+            "pool messages of silent agents given back to their pool"
+        );
     }
     let in_flight: Vec<(String, i64)> = state
         .db
@@ -93,6 +114,7 @@ pub async fn reconcile(state: &AppState) -> anyhow::Result<Pass> {
     }
     Ok(Pass {
         timed_out,
+        released,
         in_flight,
     })
 }
@@ -123,4 +145,60 @@ async fn fail_timeouts(
             return Ok(failed);
         }
     }
+}
+
+/// Gives the `ASSIGNED` pool jobs of agents silent since `silent_since` back to their pool, and
+/// their messages after them; counts the changes. Returns how many messages this pass moved.
+async fn release_stale(
+    state: &AppState,
+    silent_since: DateTime,
+    now: DateTime,
+) -> mongodb::error::Result<u64> {
+    let db = &state.db;
+    let silent = db.agents.silent_since(silent_since).await?;
+    let mut released = 0;
+    loop {
+        let jobs = db
+            .jobs
+            .held_in_pools(&silent, silent_since, now, TIMEOUT_BATCH)
+            .await?;
+        let results: Vec<_> = futures::stream::iter(jobs.iter().cloned())
+            .map(|job| release_one(state, job, now))
+            .buffer_unordered(TIMEOUT_CONCURRENCY)
+            .collect()
+            .await;
+        let mut freed = 0;
+        let mut first_error = Ok(());
+        let mut moved = Vec::new();
+        for r in results {
+            match r {
+                Ok(Some(t)) => {
+                    freed += 1;
+                    moved.extend(t);
+                }
+                Ok(None) => {}
+                Err(e) if first_error.is_ok() => first_error = Err(e),
+                Err(_) => {}
+            }
+        }
+        released += freed;
+        count_transitions(&db.stats, &moved).await;
+        first_error?;
+        if (jobs.len() as i64) < TIMEOUT_BATCH || freed == 0 {
+            return Ok(released);
+        }
+    }
+}
+
+/// Gives one job back to its pool, then its message; `None` when the job had moved on (its
+/// holder reported meanwhile), else the message's change, if it made one.
+async fn release_one(
+    state: &AppState,
+    job: Job,
+    now: DateTime,
+) -> mongodb::error::Result<Option<Option<Transition>>> {
+    if !state.db.jobs.release(&job, now).await? {
+        return Ok(None);
+    }
+    state.db.messages.release_to_pool(&job, now).await.map(Some)
 }

@@ -36,7 +36,9 @@ pub struct MessageView {
     /// The same as `message_id`.
     id: String,
     request_id: String,
-    agent_id: String,
+    /// The agent it is pinned to, or for a pool message the agent that leased it last; `null`
+    /// while no agent of its pool holds it.
+    agent_id: Option<String>,
     client_name: String,
     /// E.164.
     to: String,
@@ -74,7 +76,7 @@ impl From<Message> for MessageView {
             message_id: m.id.to_hex(),
             id: m.id.to_hex(),
             request_id: m.request_id.to_hex(),
-            agent_id: m.agent_id.to_hex(),
+            agent_id: m.agent_id.map(|a| a.to_hex()),
             client_name: m.client_name,
             to: m.to,
             text: m.text,

@@ -330,7 +330,7 @@ fn csv_record(row: &ExportRow) -> [String; 11] {
         row.id.to_hex(),
         row.request_id.to_hex(),
         inert(&row.client_name),
-        row.agent_id.to_hex(),
+        row.agent_id.map(|a| a.to_hex()).unwrap_or_default(),
         if is_e164(&row.to) {
             row.to.clone()
         } else {

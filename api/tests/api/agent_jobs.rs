@@ -296,7 +296,7 @@ async fn twenty_concurrent_agents_never_share_a_live_lease() {
     assert_eq!(stored.len(), AGENTS * PER_AGENT);
     for m in &stored {
         let (agent, lease) = &leases[&m.id];
-        assert_eq!(&m.agent_id, agent, "leased to its own agent");
+        assert_eq!(m.agent_id.as_ref(), Some(agent), "leased to its own agent");
         assert_eq!(m.status, Status::Assigned);
         assert_eq!(m.attempts, 1, "leased exactly once");
         assert_eq!(

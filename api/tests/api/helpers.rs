@@ -1,5 +1,6 @@
 //! `spawn_app()` and a `TestApp` with one helper per endpoint; the agent protocol's fixtures
-//! are in `helpers/agent.rs`, those of jobs and counters in `helpers/live.rs`.
+//! are in `helpers/agent.rs`, those of jobs and counters in `helpers/live.rs`, those of pools
+//! of agents in `helpers/pool.rs`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,9 +15,11 @@ use tokio::sync::oneshot;
 mod agent;
 mod lists;
 mod live;
+mod pool;
 pub use agent::*;
 pub use lists::*;
 pub use live::*;
+pub use pool::*;
 
 pub const ADMIN_USER: &str = "admin";
 pub const ADMIN_PASSWORD: &str = "correct horse battery staple";

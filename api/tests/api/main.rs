@@ -2,9 +2,11 @@
 //! (`TEST_MONGO_URI`) and the machine's RabbitMQ (`TEST_AMQP_URL`). Run through `scripts/test.sh`.
 
 mod agent_jobs;
+mod agent_limits;
 mod agent_register;
 mod agent_status_reports;
 mod agents;
+mod api_key_agents;
 mod api_keys;
 mod auth;
 mod counters;
@@ -24,6 +26,9 @@ mod long_poll;
 mod messages;
 mod openapi;
 mod outbox;
+mod pool_failover;
+mod pool_leasing;
+mod pool_routing;
 mod proxy;
 mod quota;
 mod reconciler;

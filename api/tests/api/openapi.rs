@@ -16,6 +16,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/admin/api-keys"),
     ("POST", "/admin/api-keys"),
     ("DELETE", "/admin/api-keys/{id}"),
+    ("PATCH", "/admin/api-keys/{id}"),
     ("GET", "/admin/agent/registration-secret"),
     ("PUT", "/admin/agent/registration-secret"),
     ("GET", "/admin/agents"),

@@ -310,7 +310,7 @@ fn expected_row(m: &Message) -> Vec<String> {
         m.id.to_hex(),
         m.request_id.to_hex(),
         m.client_name.clone(),
-        m.agent_id.to_hex(),
+        m.agent_id.map(|a| a.to_hex()).unwrap_or_default(),
         m.to.clone(),
         m.status.as_str().to_owned(),
         m.segments.to_string(),

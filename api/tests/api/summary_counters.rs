@@ -8,7 +8,7 @@ use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sms_api::commands::{recount_stats, RecountStats};
-use sms_shared::db::messages::{Message, NewMessage};
+use sms_shared::db::messages::{Message, NewMessage, Route};
 use sms_shared::db::stats::{Counted, Place, Recounted, Transition};
 use sms_shared::domain::status::Status;
 
@@ -49,7 +49,7 @@ pub fn message(
             request_id: ObjectId::new(),
             api_key_id: key.map(|(id, _)| id),
             client_name: key.map_or("operator", |(_, name)| name).to_owned(),
-            agent_id,
+            route: Route::Pinned(agent_id),
             template_id: ObjectId::new(),
             to: "+84901234567".to_owned(),
             text: "Mã OTP của bạn là 123456".to_owned(),

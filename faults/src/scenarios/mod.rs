@@ -16,6 +16,7 @@ mod hostile_input;
 mod long_poll_rabbitmq_restart;
 mod mongodb_stop;
 mod poison_event;
+mod pool_phone_killed;
 mod rabbitmq_restart;
 mod unroutable_publish;
 
@@ -103,6 +104,11 @@ pub const SCENARIOS: &[Scenario] = &[
         title: "RabbitMQ restarted while phones long-poll: staging still wakes them",
         play: |ctx| Box::pin(long_poll_rabbitmq_restart::run(ctx)),
     },
+    Scenario {
+        slug: "pool-phone-killed",
+        title: "a pool of three phones, one killed mid-run holding leases",
+        play: |ctx| Box::pin(pool_phone_killed::run(ctx)),
+    },
 ];
 
 /// The row of the scenario named `slug` or numbered `n` (from 1).
@@ -121,11 +127,12 @@ mod tests {
     fn scenarios_are_found_by_name_or_number() {
         assert_eq!(find("1"), Some(0));
         assert_eq!(find("rabbitmq-restart"), Some(1));
-        assert_eq!(find("hostile-input"), Some(SCENARIOS.len() - 2));
+        assert_eq!(find("hostile-input"), Some(9));
         assert_eq!(
             find("long-poll-rabbitmq-restart"),
-            Some(SCENARIOS.len() - 1)
+            Some(SCENARIOS.len() - 2)
         );
+        assert_eq!(find("pool-phone-killed"), Some(SCENARIOS.len() - 1));
         assert_eq!(
             find(&SCENARIOS.len().to_string()),
             Some(SCENARIOS.len() - 1)

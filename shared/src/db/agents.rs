@@ -2,9 +2,15 @@
 //!
 //! A token only changes through [`Agents::rotate_token`], conditional on the token the caller
 //! proved or read, so a rotation never silently undoes another.
+//!
+//! Each agent also carries its own sending limits (`None`: the service default, or no cap; see
+//! `db::agent_rate`) and when it last polled or reported (`last_poll_at`): an agent silent for
+//! `AGENT_STALE_SECONDS` has its pool messages given back to their pool by the reconciler.
+
+use std::time::Duration;
 
 use futures::TryStreamExt;
-use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
+use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
 use mongodb::options::ReturnDocument;
 use mongodb::{Collection, Database};
 use serde::{Deserialize, Serialize};
@@ -25,6 +31,57 @@ pub struct Agent {
     /// Facts from the latest heartbeat (battery, signal, app version, ...).
     #[serde(default)]
     pub device: Option<Document>,
+    /// The last poll or status report, to within a few seconds (see [`Agents::record_poll`]).
+    #[serde(default)]
+    pub last_poll_at: Option<DateTime>,
+    /// Messages per rolling minute; `None`: `AGENT_RATE_LIMIT_PER_MIN`.
+    #[serde(default)]
+    pub rate_limit_per_min: Option<i64>,
+    /// Messages per rolling 30 minutes; `None`: no cap.
+    #[serde(default)]
+    pub max_per_30min: Option<i64>,
+    /// Messages per UTC day; `None`: no cap.
+    #[serde(default)]
+    pub daily_limit: Option<i64>,
+}
+
+/// The most `last_poll_at` may lag behind: a poll or report writes it only when it is older,
+/// so the record costs one write per agent every few seconds, not one per call.
+const POLL_RECORD_EVERY: Duration = Duration::from_secs(5);
+
+/// An operator's change of an agent: each field given is set (`Some(None)` clears a limit).
+#[derive(Debug, Clone, Default)]
+pub struct AgentChanges {
+    pub is_active: Option<bool>,
+    pub rate_limit_per_min: Option<Option<i64>>,
+    pub max_per_30min: Option<Option<i64>>,
+    pub daily_limit: Option<Option<i64>>,
+}
+
+impl AgentChanges {
+    /// Whether it sets or clears a limit.
+    pub fn changes_limits(&self) -> bool {
+        self.rate_limit_per_min.is_some()
+            || self.max_per_30min.is_some()
+            || self.daily_limit.is_some()
+    }
+
+    fn set(&self) -> Document {
+        let mut set = doc! {};
+        if let Some(active) = self.is_active {
+            set.insert("is_active", active);
+        }
+        for (field, value) in [
+            ("rate_limit_per_min", self.rate_limit_per_min),
+            ("max_per_30min", self.max_per_30min),
+            ("daily_limit", self.daily_limit),
+        ] {
+            if let Some(value) = value {
+                set.insert(field, value);
+            }
+        }
+        set
+    }
 }
 
 /// The `agents` collection.
@@ -92,6 +149,10 @@ impl Agents {
             updated_at: now,
             last_seen_at: None,
             device: None,
+            last_poll_at: None,
+            rate_limit_per_min: None,
+            max_per_30min: None,
+            daily_limit: None,
         };
         match self.0.insert_one(&agent).await {
             Ok(_) => Ok(Some(agent)),
@@ -157,17 +218,105 @@ impl Agents {
             .map(|_| ())
     }
 
-    pub async fn set_active(
+    /// Applies an operator's `changes` to agent `id`; the agent as it is now, `None` if unknown.
+    pub async fn update(
         &self,
         id: ObjectId,
-        active: bool,
+        changes: &AgentChanges,
     ) -> mongodb::error::Result<Option<Agent>> {
+        let mut set = changes.set();
+        if set.is_empty() {
+            return self.find(id).await;
+        }
+        set.insert("updated_at", DateTime::now());
         self.0
-            .find_one_and_update(
-                doc! {"_id": id},
-                doc! {"$set": {"is_active": active, "updated_at": DateTime::now()}},
-            )
+            .find_one_and_update(doc! {"_id": id}, doc! {"$set": set})
             .return_document(ReturnDocument::After)
+            .await
+    }
+
+    /// Records that agent `id` polled or reported at `now`, unless the record is fresher than
+    /// five seconds, or than a quarter of `stale` (`AGENT_STALE_SECONDS`) when that is shorter.
+    pub async fn record_poll(
+        &self,
+        id: ObjectId,
+        now: DateTime,
+        stale: Duration,
+    ) -> mongodb::error::Result<()> {
+        let every = POLL_RECORD_EVERY.min(stale / 4);
+        let fresh = DateTime::from_millis(now.timestamp_millis() - every.as_millis() as i64);
+        self.0
+            .update_one(
+                doc! {"_id": id, "$or": [
+                    {"last_poll_at": Bson::Null},
+                    {"last_poll_at": {"$lt": fresh}},
+                ]},
+                doc! {"$set": {"last_poll_at": now}},
+            )
+            .await
+            .map(|_| ())
+    }
+
+    /// The agents whose last poll or report is older than `cutoff`.
+    pub async fn silent_since(&self, cutoff: DateTime) -> mongodb::error::Result<Vec<ObjectId>> {
+        let found: Vec<Document> = self
+            .0
+            .clone_with_type::<Document>()
+            .find(doc! {"last_poll_at": {"$lt": cutoff}})
+            .projection(doc! {"_id": 1})
+            .await?
+            .try_collect()
+            .await?;
+        Ok(found
+            .iter()
+            .filter_map(|d| d.get_object_id("_id").ok())
+            .collect())
+    }
+
+    /// Whether an active agent of `lanes` (agent ids in hex, or
+    /// [`EVERY_AGENT`](crate::db::jobs::EVERY_AGENT)) is not among `excluded`.
+    pub async fn any_active_in(
+        &self,
+        lanes: &[String],
+        excluded: &[ObjectId],
+    ) -> mongodb::error::Result<bool> {
+        let mut ids = doc! {"$nin": excluded};
+        if !lanes.iter().any(|l| l == crate::db::jobs::EVERY_AGENT) {
+            let named: Vec<ObjectId> = lanes
+                .iter()
+                .filter_map(|l| ObjectId::parse_str(l).ok())
+                .collect();
+            ids.insert("$in", named);
+        }
+        let found = self
+            .0
+            .clone_with_type::<Document>()
+            .find_one(doc! {"_id": ids, "is_active": true})
+            .projection(doc! {"_id": 1})
+            .await?;
+        Ok(found.is_some())
+    }
+
+    /// Of `ids`, the agents that exist, keyed by id.
+    pub async fn find_many(
+        &self,
+        ids: &[ObjectId],
+    ) -> mongodb::error::Result<std::collections::HashMap<ObjectId, Agent>> {
+        if ids.is_empty() {
+            return Ok(Default::default());
+        }
+        let found: Vec<Agent> = self
+            .0
+            .find(doc! {"_id": {"$in": ids}})
+            .await?
+            .try_collect()
+            .await?;
+        Ok(found.into_iter().map(|a| (a.id, a)).collect())
+    }
+
+    /// Whether any agent is active.
+    pub async fn any_active(&self) -> mongodb::error::Result<bool> {
+        self.any_active_in(&[crate::db::jobs::EVERY_AGENT.to_owned()], &[])
             .await
     }
 }

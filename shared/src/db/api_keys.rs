@@ -1,4 +1,7 @@
 //! `api_keys`: client credentials. Only the SHA-256 digest of a key is stored.
+//!
+//! A key may be restricted to some agents (`agent_ids`): its requests may then only pin to, or
+//! pool within, those phones. `None` leaves it unrestricted.
 
 use futures::TryStreamExt;
 use mongodb::bson::{doc, oid::ObjectId, DateTime};
@@ -24,6 +27,17 @@ pub struct ApiKey {
     pub created_by: String,
     #[serde(default)]
     pub revoked_at: Option<DateTime>,
+    /// The only agents its requests may use; `None`: any agent.
+    #[serde(default)]
+    pub agent_ids: Option<Vec<ObjectId>>,
+}
+
+/// An operator's change of an API key: each field given is set (`agent_ids: Some(None)` lifts
+/// the restriction).
+#[derive(Debug, Clone, Default)]
+pub struct ApiKeyChanges {
+    pub agent_ids: Option<Option<Vec<ObjectId>>>,
+    pub rate_limit_per_day: Option<i64>,
 }
 
 #[derive(Clone)]
@@ -63,6 +77,28 @@ impl ApiKeys {
             .sort(doc! {"created_at": -1})
             .await?
             .try_collect()
+            .await
+    }
+
+    /// Applies `changes` to key `id`; the key as it is now, `None` if unknown.
+    pub async fn update(
+        &self,
+        id: ObjectId,
+        changes: &ApiKeyChanges,
+    ) -> mongodb::error::Result<Option<ApiKey>> {
+        let mut set = doc! {};
+        if let Some(agents) = &changes.agent_ids {
+            set.insert("agent_ids", agents.clone());
+        }
+        if let Some(limit) = changes.rate_limit_per_day {
+            set.insert("rate_limit_per_day", limit);
+        }
+        if set.is_empty() {
+            return self.find(id).await;
+        }
+        self.0
+            .find_one_and_update(doc! {"_id": id}, doc! {"$set": set})
+            .return_document(mongodb::options::ReturnDocument::After)
             .await
     }
 

@@ -123,7 +123,9 @@ pub struct ExportRow {
     pub request_id: ObjectId,
     #[serde(default)]
     pub client_name: String,
-    pub agent_id: ObjectId,
+    /// `None` for a pool message no agent holds.
+    #[serde(default)]
+    pub agent_id: Option<ObjectId>,
     pub to: String,
     /// Kept as stored, so one odd document cannot break an export halfway.
     pub status: String,

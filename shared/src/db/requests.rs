@@ -1,9 +1,12 @@
-//! `sms_requests`: one document per accepted send request.
+//! `sms_requests`: one document per accepted send request, with where its messages go: pinned
+//! to one agent (`agent_id`), or to a pool (`agent_id: null`): the agents `agent_ids` names, or
+//! every active agent when it names none.
 
 use mongodb::bson::{doc, oid::ObjectId, DateTime};
 use mongodb::{Collection, Database};
 use serde::{Deserialize, Serialize};
 
+/// One accepted send request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SmsRequest {
     #[serde(rename = "_id")]
@@ -13,7 +16,12 @@ pub struct SmsRequest {
     pub client_name: String,
     pub created_by: String,
     pub template_id: ObjectId,
-    pub agent_id: ObjectId,
+    /// The agent its messages are pinned to; `None` for a pool.
+    #[serde(default)]
+    pub agent_id: Option<ObjectId>,
+    /// A pool's agents; `None` when pinned, or for a pool of every active agent.
+    #[serde(default)]
+    pub agent_ids: Option<Vec<ObjectId>>,
     pub priority_weight: i32,
     pub total: i64,
     pub created_at: DateTime,

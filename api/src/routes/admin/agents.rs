@@ -1,18 +1,23 @@
 //! `GET /admin/agents`, `PATCH /admin/agents/{id}` and `POST /admin/agents/{id}/rotate-token`:
-//! operators see the fleet with its last heartbeats, enable or disable an agent, and give a
-//! phone a new token (a phone that lost its own, or one that may be in the wrong hands).
+//! operators see the fleet with its last heartbeats, polls and what each phone may still send,
+//! enable or disable an agent, set its own sending limits, and give a phone a new token (a phone
+//! that lost its own, or one that may be in the wrong hands).
+//!
+//! The list reads the agents, the pacing ledger's last 30 minutes and today's counters
+//! (`db::agent_rate`), never `sms_messages`, so it stays fast whatever the history.
 
 use axum::extract::{Path, State};
-use mongodb::bson::{doc, DateTime, Document};
+use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
 use serde::{Deserialize, Serialize};
-use sms_shared::db::agents::Agent;
-use sms_shared::time::serde_rfc3339;
+use sms_shared::db::agent_rate::{Caps, Remaining, Usage};
+use sms_shared::db::agents::{Agent, AgentChanges};
+use sms_shared::time::{self, serde_rfc3339};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::Operator;
-use crate::error::{ApiError, ApiResult};
-use crate::extract::{object_id, Json};
+use crate::error::{ApiError, ApiResult, FieldErrors};
+use crate::extract::{nullable, object_id, Json};
 use crate::openapi::{AuthError, BodyErrors, ConflictError, Errors, NotFoundError};
 use crate::routes::agent::register::{rotate, Proof};
 use crate::state::AppState;
@@ -50,14 +55,53 @@ struct AgentView {
     /// The device facts of the last heartbeat.
     #[schema(value_type = Option<Object>)]
     device: Option<Document>,
+    /// The last poll or status report (to within 5 s); an agent silent for
+    /// `AGENT_STALE_SECONDS` has its pool messages given to other agents.
+    #[serde(with = "serde_rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    last_poll_at: Option<DateTime>,
+    /// Its own messages per rolling minute; `null`: `AGENT_RATE_LIMIT_PER_MIN`.
+    rate_limit_per_min: Option<i64>,
+    /// Messages per rolling 30 minutes; `null`: no cap.
+    max_per_30min: Option<i64>,
+    /// Messages per UTC day; `null`: no cap.
+    daily_limit: Option<i64>,
+    /// Messages leased to it since 00:00 UTC (sent or not).
+    sends_today: i64,
+    /// What it may still lease in each window.
+    remaining: RemainingView,
 }
 
-impl From<Agent> for AgentView {
-    fn from(a: Agent) -> Self {
+/// What an agent may still lease now in each window of its limits.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Remaining)]
+struct RemainingView {
+    /// In the rolling minute.
+    per_min: i64,
+    /// In the rolling 30 minutes; `null` without `max_per_30min`.
+    per_30min: Option<i64>,
+    /// Until 00:00 UTC; `null` without `daily_limit`.
+    today: Option<i64>,
+}
+
+impl From<Remaining> for RemainingView {
+    fn from(r: Remaining) -> Self {
+        Self {
+            per_min: r.per_min,
+            per_30min: r.per_30min,
+            today: r.today,
+        }
+    }
+}
+
+impl AgentView {
+    /// `a` as operators see it, with what it used of its limits.
+    fn of(a: Agent, usage: Usage, default_per_min: i64) -> Self {
         let now = DateTime::now().timestamp_millis();
         let online = a
             .last_seen_at
             .is_some_and(|t| now - t.timestamp_millis() <= ONLINE_WINDOW_SECONDS * 1000);
+        let remaining = usage.remaining(Caps::of(&a, default_per_min)).into();
         Self {
             agent_id: a.id.to_hex(),
             id: a.id.to_hex(),
@@ -68,8 +112,28 @@ impl From<Agent> for AgentView {
             online,
             created_at: a.created_at,
             device: a.device,
+            last_poll_at: a.last_poll_at,
+            rate_limit_per_min: a.rate_limit_per_min,
+            max_per_30min: a.max_per_30min,
+            daily_limit: a.daily_limit,
+            sends_today: usage.today,
+            remaining,
         }
     }
+}
+
+/// `agents` as operators see them now.
+async fn views(state: &AppState, agents: Vec<Agent>) -> ApiResult<Vec<AgentView>> {
+    let ids: Vec<ObjectId> = agents.iter().map(|a| a.id).collect();
+    let usage = state.db.agent_rate.usage(&ids, time::now()).await?;
+    let default_per_min = i64::from(state.config.rules.agent_rate_limit_per_min);
+    Ok(agents
+        .into_iter()
+        .map(|a| {
+            let used = usage.get(&a.id).copied().unwrap_or_default();
+            AgentView::of(a, used, default_per_min)
+        })
+        .collect())
 }
 
 /// Every agent, oldest first.
@@ -78,7 +142,7 @@ struct AgentList {
     items: Vec<AgentView>,
 }
 
-/// Lists the agents with their last heartbeat.
+/// Lists the agents with their last heartbeat and poll, their limits and what is left of them.
 #[utoipa::path(
     get,
     path = "/admin/agents",
@@ -91,26 +155,66 @@ struct AgentList {
     )
 )]
 async fn list_agents(State(state): State<AppState>, _op: Operator) -> ApiResult<Json<AgentList>> {
-    let items = state
-        .db
-        .agents
-        .list()
-        .await?
-        .into_iter()
-        .map(AgentView::from)
-        .collect();
+    let agents = state.db.agents.list().await?;
+    let items = views(&state, agents).await?;
     Ok(Json(AgentList { items }))
 }
 
-/// The operator's switch of an agent.
+/// Changes to an agent; absent fields stay as they are, `null` clears a limit.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateAgent {
     /// `false` disables the agent: its token gets 401 at once.
-    is_active: bool,
+    is_active: Option<bool>,
+    /// Its own messages per rolling minute (1 to 1000000); `null`: `AGENT_RATE_LIMIT_PER_MIN`.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 1_000_000)]
+    rate_limit_per_min: Option<Option<i64>>,
+    /// Messages per rolling 30 minutes (1 to 1000000); Android lets an app send 30 SMS per 30
+    /// minutes unless the phone's limit was raised. `null`: no cap.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 1_000_000)]
+    max_per_30min: Option<Option<i64>>,
+    /// Messages per UTC day (1 to 1000000000); `null`: no cap.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 1_000_000_000)]
+    daily_limit: Option<Option<i64>>,
 }
 
-/// Enables or disables an agent.
+impl UpdateAgent {
+    /// The changes, or the errors of out-of-range limits.
+    fn changes(&self) -> Result<AgentChanges, ApiError> {
+        let mut errors = FieldErrors::new();
+        for (field, value, max) in [
+            ("rate_limit_per_min", self.rate_limit_per_min, 1_000_000),
+            ("max_per_30min", self.max_per_30min, 1_000_000),
+            ("daily_limit", self.daily_limit, 1_000_000_000),
+        ] {
+            if let Some(Some(n)) = value {
+                if !(1..=max).contains(&n) {
+                    errors
+                        .entry(field.into())
+                        .or_default()
+                        .push(format!("must be between 1 and {max}, or null"));
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ApiError::Validation {
+                detail: "invalid agent change; nothing was changed".into(),
+                errors,
+            });
+        }
+        Ok(AgentChanges {
+            is_active: self.is_active,
+            rate_limit_per_min: self.rate_limit_per_min,
+            max_per_30min: self.max_per_30min,
+            daily_limit: self.daily_limit,
+        })
+    }
+}
+
+/// Enables or disables an agent, and sets or clears its own limits.
 #[utoipa::path(
     patch,
     path = "/admin/agents/{id}",
@@ -132,26 +236,37 @@ async fn update_agent(
     Json(body): Json<UpdateAgent>,
 ) -> ApiResult<Json<AgentView>> {
     let id = object_id(&id)?;
+    let changes = body.changes()?;
     let agent = state
         .db
         .agents
-        .set_active(id, body.is_active)
+        .update(id, &changes)
         .await?
         .ok_or(ApiError::NotFound)?;
-    operator
-        .audit(
-            &state,
-            if body.is_active {
-                "agent.enable"
-            } else {
-                "agent.disable"
-            },
-            "agent",
-            Some(id.to_hex()),
-            doc! {"device_id": &agent.device_id},
-        )
-        .await?;
-    Ok(Json(AgentView::from(agent)))
+    if let Some(active) = changes.is_active {
+        let action = if active {
+            "agent.enable"
+        } else {
+            "agent.disable"
+        };
+        let details = doc! {"device_id": &agent.device_id};
+        operator
+            .audit(&state, action, "agent", Some(id.to_hex()), details)
+            .await?;
+    }
+    if changes.changes_limits() {
+        let details = doc! {
+            "device_id": &agent.device_id,
+            "rate_limit_per_min": agent.rate_limit_per_min,
+            "max_per_30min": agent.max_per_30min,
+            "daily_limit": agent.daily_limit,
+        };
+        operator
+            .audit(&state, "agent.limits", "agent", Some(id.to_hex()), details)
+            .await?;
+    }
+    let view = views(&state, vec![agent]).await?.pop().expect("one agent");
+    Ok(Json(view))
 }
 
 /// An agent's new token, shown this once.

@@ -1,23 +1,27 @@
-//! `GET /agent/jobs/next`: an agent leases its next jobs, highest priority first, paced by
-//! `AGENT_RATE_LIMIT_PER_MIN`, waiting up to `wait` seconds for one when none is there.
+//! `GET /agent/jobs/next`: an agent leases its next jobs (its pinned messages and those of the
+//! pools it belongs to, together), highest priority first, within its limits (per minute, per
+//! 30 minutes, per day: `db::agent_rate`), waiting up to `wait` seconds for one when none is
+//! there.
 //!
-//! One look is its steps: reserve the pacing allowance → claim jobs in `sms_jobs` (live work
-//! only, whatever the history) → record the lease on their messages and count
-//! `PENDING → ASSIGNED` → give back the unused allowance. A job is handed out only once its
-//! message carries the lease.
+//! One look is its steps: record the poll (the reconciler releases the pool messages of agents
+//! that stopped polling) → reserve the allowance → claim jobs in `sms_jobs` (live work only,
+//! whatever the history) → record the lease on their messages and count `PENDING → ASSIGNED` →
+//! give back the unused allowance. A job is handed out only once its message carries the lease.
 //!
 //! A long poll (`wait` > 0) that finds nothing registers its interest in its lanes with the wake
 //! hub *before* each look, and between looks waits for a wake (a dispatcher staged a job of one
 //! of its lanes), `LONG_POLL_RECHECK_SECONDS` (a lease that ran out makes a job leasable without
-//! any wake), its deadline or the server's shutdown. Each look settles its pacing reservation
-//! before the wait, so a waiting phone holds none of its allowance; a paced phone is answered at
-//! once.
+//! any wake), its deadline or the server's shutdown. Each look settles its allowance reservation
+//! before the wait, so a waiting phone holds none of its allowance, and records the poll, so a
+//! waiting phone never looks silent; a phone at its limit is answered at once.
 
 use std::time::Duration;
 
 use axum::extract::State;
 use mongodb::bson::{oid::ObjectId, DateTime};
 use serde::{Deserialize, Serialize};
+use sms_shared::db::agent_rate::Caps;
+use sms_shared::db::agents::Agent;
 use sms_shared::db::jobs::{lane, Job as LeasedJob};
 use sms_shared::db::messages::count_transitions;
 use sms_shared::time::{self, serde_rfc3339};
@@ -129,8 +133,10 @@ struct JobsResponse {
     retry_after_seconds: Option<i64>,
 }
 
-/// Leases the agent's next jobs: highest `priority_weight` first, then oldest, paced by
-/// `AGENT_RATE_LIMIT_PER_MIN`; with `wait`, waits up to that many seconds for one.
+/// Leases the agent's next jobs, pinned and pool ones together: highest `priority_weight` first,
+/// then oldest, within the agent's limits (`AGENT_RATE_LIMIT_PER_MIN` or its own
+/// `rate_limit_per_min`, its `max_per_30min` and `daily_limit`); with `wait`, waits up to that
+/// many seconds for one.
 #[utoipa::path(
     get,
     path = "/agent/jobs/next",
@@ -161,7 +167,7 @@ async fn lease_jobs(
     loop {
         // Interest first: a job staged while this look runs wakes the wait below.
         let mut interest = (!wait.is_zero()).then(|| state.wake.interest(&lanes));
-        let jobs = match look(&state, agent.id, limit).await? {
+        let jobs = match look(&state, &agent, limit).await? {
             Look::Leased(jobs) => jobs,
             Look::Paced(retry_after) => return Ok(empty(retry_after)),
         };
@@ -218,14 +224,21 @@ enum Look {
     Paced(i64),
 }
 
-/// One look: reserve the pacing allowance, lease, settle the reservation for what was leased.
-async fn look(state: &AppState, agent: ObjectId, limit: i64) -> ApiResult<Look> {
+/// One look: record the poll, reserve the allowance, lease, settle the reservation for what was
+/// leased.
+async fn look(state: &AppState, agent: &Agent, limit: i64) -> ApiResult<Look> {
     let now = time::now();
     let rules = &state.config.rules;
+    state
+        .db
+        .agents
+        .record_poll(agent.id, time::to_bson(now), rules.agent_stale)
+        .await?;
+    let caps = Caps::of(agent, i64::from(rules.agent_rate_limit_per_min));
     let grant = state
         .db
         .agent_rate
-        .reserve(agent, limit, i64::from(rules.agent_rate_limit_per_min), now)
+        .reserve(agent.id, limit, caps, now)
         .await?;
     if grant.allowed == 0 {
         return Ok(Look::Paced(
@@ -235,18 +248,18 @@ async fn look(state: &AppState, agent: ObjectId, limit: i64) -> ApiResult<Look> 
     let lease_id = uuid::Uuid::new_v4().to_string();
     let lease_for = std::time::Duration::from_secs(rules.lease_seconds.unsigned_abs());
     let now = time::to_bson(now);
-    let leased = lease(state, agent, grant.allowed, &lease_id, lease_for, now).await;
+    let leased = lease(state, agent.id, grant.allowed, &lease_id, lease_for, now).await;
     let (leased, re_leased) = match leased {
         Ok(leased) => leased,
         Err(e) => {
             // Give the allowance back; failing that, it only lapses with the window. Jobs
             // claimed but not handed out are leased again when their lease runs out.
-            let _ = state.db.agent_rate.settle(grant.reservation, 0).await;
+            let _ = state.db.agent_rate.settle(&grant, 0).await;
             return Err(e.into());
         }
     };
     let count = leased.len() as i64;
-    state.db.agent_rate.settle(grant.reservation, count).await?;
+    state.db.agent_rate.settle(&grant, count).await?;
     state.metrics.leases.inc_by(count as u64);
     state.metrics.lease_expiries.inc_by(re_leased);
     if count > 0 {

@@ -1,6 +1,12 @@
 //! `POST /agent/messages/report`: an agent reports what became of its leased messages. Each
 //! report is applied on its own (see `db::messages` status reports: the job is the fence, then
 //! the message, then the counters), so one bad item never fails the batch.
+//!
+//! A `FAILED` report marked `retryable` (the phone could not send: no signal, Android's sending
+//! limit) gives a pool message back to its pool for an agent that has not failed it yet, while it
+//! has had fewer than `MAX_SEND_ATTEMPTS` leases; its result is `ok: true, status: "PENDING"`.
+//! Otherwise, and always for pinned messages, `FAILED` is final. A report also counts as a sign
+//! of life of the phone, like a poll.
 
 use axum::extract::State;
 use futures::{StreamExt, TryStreamExt};
@@ -48,15 +54,22 @@ struct ReportItem {
     error: Option<String>,
     /// The lease the report is about; when given, it must be the message's current lease.
     lease_id: Option<String>,
+    /// With `FAILED`: the message was not sent and another phone may try (no signal, Android's
+    /// `RESULT_ERROR_LIMIT_EXCEEDED`). A pool message then goes back to its pool (`PENDING`)
+    /// until it has had `MAX_SEND_ATTEMPTS` leases; a pinned one fails as usual.
+    #[serde(default)]
+    retryable: bool,
 }
 
 /// The outcome of one report.
 #[derive(Serialize, utoipa::ToSchema)]
 struct ReportResult {
     message_id: String,
-    /// Whether the message now has the reported status.
+    /// Whether the report was applied: the message now has the reported status or, after a
+    /// retryable `FAILED`, went back to its pool (`status: PENDING`).
     ok: bool,
-    /// The message's status after the report; `null` when it is not the agent's to know.
+    /// The message's status after the report (`PENDING` when a retryable failure sent it back
+    /// to its pool); `null` when it is not the agent's to know.
     status: Option<Status>,
     /// Why not: `INVALID_STATUS`, `NOT_FOUND`, `INVALID_TRANSITION` or `STALE_LEASE`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -96,6 +109,11 @@ async fn report_messages(
             format!("must hold 1 to {MAX_REPORTS} reports"),
         ));
     }
+    state
+        .db
+        .agents
+        .record_poll(agent.id, time::bson_now(), state.config.rules.agent_stale)
+        .await?;
     // Items of one message apply in order (a batch may carry SENDING then SENT for it); items
     // of different messages touch different documents, so they run concurrently.
     let mut groups: Vec<Vec<(usize, ReportItem)>> = Vec::new();
@@ -146,13 +164,7 @@ async fn report_group(
                     lease_id: item.lease_id.as_deref(),
                     error: item.error.as_deref(),
                 };
-                let db = &state.db;
-                let (outcome, moved) = db
-                    .messages
-                    .report(&db.jobs, report, time::bson_now())
-                    .await?;
-                count_transitions(&db.stats, moved.as_slice()).await;
-                Ok(outcome)
+                Ok(apply(state, report, item.retryable).await?)
             }
         };
         let (ok, status, error) = match outcome {
@@ -165,6 +177,12 @@ async fn report_group(
             Ok(ReportOutcome::NotFound) => (false, None, Some("NOT_FOUND")),
             Ok(ReportOutcome::InvalidTransition(s)) => (false, Some(s), Some("INVALID_TRANSITION")),
             Ok(ReportOutcome::StaleLease(s)) => (false, Some(s), Some("STALE_LEASE")),
+            Ok(ReportOutcome::Requeued(now)) => {
+                if now {
+                    state.metrics.pool_requeues.inc();
+                }
+                (true, Some(Status::Pending), None)
+            }
         };
         if let Some(reason) = error {
             state
@@ -184,4 +202,25 @@ async fn report_group(
         ));
     }
     Ok(out)
+}
+
+/// Applies one report (a retryable failure first tries to give a pool message back to its pool)
+/// and counts the change it made.
+async fn apply(state: &AppState, report: Report<'_>, retryable: bool) -> ApiResult<ReportOutcome> {
+    let db = &state.db;
+    let now = time::bson_now();
+    let requeued = if retryable {
+        let max_attempts = state.config.rules.max_send_attempts;
+        db.messages
+            .requeue_failed(&db.jobs, &db.agents, report, max_attempts, now)
+            .await?
+    } else {
+        None
+    };
+    let (outcome, moved) = match requeued {
+        Some(done) => done,
+        None => db.messages.report(&db.jobs, report, now).await?,
+    };
+    count_transitions(&db.stats, moved.as_slice()).await;
+    Ok(outcome)
 }

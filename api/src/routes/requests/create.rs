@@ -19,7 +19,6 @@ use mongodb::bson::{doc, oid::ObjectId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sms_shared::config::RulesConfig;
-use sms_shared::db::agents::Agent;
 use sms_shared::db::api_keys::SCOPE_SEND;
 use sms_shared::db::messages::{count_transitions, Message, NewMessage};
 use sms_shared::db::quota::seconds_until_tomorrow;
@@ -37,6 +36,8 @@ use crate::extract::Json;
 use crate::openapi::{AuthError, BodyErrors, Errors, QuotaError, ScopeError};
 use crate::state::AppState;
 
+use super::target::{self, Target};
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(create_request))
 }
@@ -44,15 +45,20 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Priority of a request that names none and whose template has none.
 const DEFAULT_PRIORITY: i32 = 50;
 
-/// A send request: one approved template, one agent, up to `MAX_RECIPIENTS_PER_REQUEST`
-/// recipients.
+/// A send request: one approved template, the agent or pool of agents that sends it, up to
+/// `MAX_RECIPIENTS_PER_REQUEST` recipients.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateRequest {
     /// An approved template's id.
     template_id: String,
-    /// The id of the (active) agent that sends the messages.
-    agent_id: String,
+    /// The (active) agent that sends every message: they are pinned to it. Without it and
+    /// `agent_ids`, any active agent (of a restricted key's agents) may send them.
+    agent_id: Option<String>,
+    /// A pool instead of one agent: any of these (active) agents may send each message, and
+    /// another takes over when one fails or goes silent. 1 to 100 agents.
+    #[schema(min_items = 1, max_items = 100)]
+    agent_ids: Option<Vec<String>>,
     #[schema(min_items = 1)]
     messages: Vec<Recipient>,
     /// 0-100; the template's, else 50, when absent.
@@ -82,7 +88,7 @@ struct Accepted {
     status: &'static str,
 }
 
-fn push(errors: &mut FieldErrors, field: impl Into<String>, message: impl Into<String>) {
+pub(super) fn push(errors: &mut FieldErrors, field: impl Into<String>, message: impl Into<String>) {
     errors.entry(field.into()).or_default().push(message.into());
 }
 
@@ -119,7 +125,7 @@ async fn create_request(
     Json(body): Json<CreateRequest>,
 ) -> ApiResult<(StatusCode, Json<Accepted>)> {
     caller.require(SCOPE_SEND)?;
-    let validated = validate(&state, &body).await?;
+    let validated = validate(&state, &caller, &body).await?;
     let rendered = render(&state.config.rules, &body.messages, validated)?;
     let accepting = accept(state.clone(), caller, body.priority_weight, rendered);
     let request = (state.tasks.spawn(accepting).await)
@@ -165,20 +171,21 @@ fn rejected(errors: FieldErrors) -> ApiError {
     }
 }
 
-/// What [`validate`] found: the request's template, and its agent and errors so far, which
-/// [`render`] completes.
+/// What [`validate`] found: the request's template, where its messages go and the errors so
+/// far, which [`render`] completes.
 struct Validated {
     template: Template,
-    agent: Option<Agent>,
+    target: Option<Target>,
     errors: FieldErrors,
 }
 
-/// Step 1: the template (known and approved), the agent (known and active), the priority
-/// (0 to 100) and the number of recipients (1 to `MAX_RECIPIENTS_PER_REQUEST`).
+/// Step 1: the template (known and approved), the agent or pool (see `target.rs`: known, active
+/// and allowed to the caller), the priority (0 to 100) and the number of recipients (1 to
+/// `MAX_RECIPIENTS_PER_REQUEST`).
 ///
 /// Rejects the request at once when there is no template to render with or the recipient count
 /// is wrong; any other error travels on to [`render`], so that one answer lists them all.
-async fn validate(state: &AppState, body: &CreateRequest) -> ApiResult<Validated> {
+async fn validate(state: &AppState, caller: &Caller, body: &CreateRequest) -> ApiResult<Validated> {
     let rules = &state.config.rules;
     let mut errors = FieldErrors::new();
 
@@ -191,15 +198,9 @@ async fn validate(state: &AppState, body: &CreateRequest) -> ApiResult<Validated
         Some(t) if !t.is_approved => push(&mut errors, "template_id", "template is not approved"),
         Some(_) => {}
     }
-    let agent = match ObjectId::parse_str(&body.agent_id) {
-        Ok(id) => state.db.agents.find(id).await?,
-        Err(_) => None,
-    };
-    match &agent {
-        None => push(&mut errors, "agent_id", "unknown agent"),
-        Some(a) if !a.is_active => push(&mut errors, "agent_id", "agent is disabled"),
-        Some(_) => {}
-    }
+    let (agent_id, agent_ids) = (body.agent_id.as_deref(), body.agent_ids.as_deref());
+    let allowed = caller.allowed_agents();
+    let target = target::resolve(state, allowed, agent_id, agent_ids, &mut errors).await?;
     if body
         .priority_weight
         .is_some_and(|w| !(0..=100).contains(&w))
@@ -225,7 +226,7 @@ async fn validate(state: &AppState, body: &CreateRequest) -> ApiResult<Validated
     }
     Ok(Validated {
         template: template.expect("checked above"),
-        agent,
+        target,
         errors,
     })
 }
@@ -233,7 +234,7 @@ async fn validate(state: &AppState, body: &CreateRequest) -> ApiResult<Validated
 /// What [`render`] made of a valid request: one `(to, text)` per recipient, in order.
 struct Rendered {
     template: Template,
-    agent: Agent,
+    target: Target,
     texts: Vec<(String, String)>,
 }
 
@@ -249,7 +250,7 @@ fn render(
 ) -> ApiResult<Rendered> {
     let Validated {
         template,
-        agent,
+        target,
         mut errors,
     } = validated;
     let mut texts = Vec::with_capacity(recipients.len());
@@ -302,7 +303,7 @@ fn render(
     }
     Ok(Rendered {
         template,
-        agent: agent.expect("checked above"),
+        target: target.expect("checked above"),
         texts,
     })
 }
@@ -372,7 +373,7 @@ fn documents(
 ) -> (SmsRequest, Vec<Message>) {
     let Rendered {
         template,
-        agent,
+        target,
         texts,
     } = rendered;
     let tenant = caller.tenant();
@@ -391,7 +392,8 @@ fn documents(
         client_name: client_name.clone(),
         created_by,
         template_id: template.id,
-        agent_id: agent.id,
+        agent_id: target.agent_id,
+        agent_ids: target.agent_ids,
         priority_weight: priority,
         total: texts.len() as i64,
         created_at,
@@ -403,7 +405,7 @@ fn documents(
                 request_id: request.id,
                 api_key_id: tenant,
                 client_name: client_name.clone(),
-                agent_id: agent.id,
+                route: target.route.clone(),
                 template_id: template.id,
                 to,
                 text,
@@ -469,7 +471,10 @@ async fn audit(state: &AppState, caller: &Caller, request: &SmsRequest) {
     let Caller::Operator(operator) = caller else {
         return;
     };
-    let details = doc! {"total": request.total, "agent_id": request.agent_id.to_hex()};
+    let agent_ids: Option<Vec<String>> =
+        (request.agent_ids.as_ref()).map(|ids| ids.iter().map(|a| a.to_hex()).collect());
+    let agent_id = request.agent_id.map(|a| a.to_hex());
+    let details = doc! {"total": request.total, "agent_id": agent_id, "agent_ids": agent_ids};
     let id = Some(request.id.to_hex());
     let recorded = operator.audit(state, "request.create", "sms_request", id, details);
     if let Err(e) = recorded.await {

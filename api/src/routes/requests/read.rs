@@ -34,7 +34,10 @@ struct RequestView {
     #[schema(value_type = sms_shared::db::reports::StatusCounts)]
     status_counts: BTreeMap<String, i64>,
     template_id: String,
-    agent_id: String,
+    /// The agent its messages are pinned to; `null` for a pool.
+    agent_id: Option<String>,
+    /// A pool's agents; `null` when pinned, or for a pool of every active agent.
+    agent_ids: Option<Vec<String>>,
     client_name: String,
     priority_weight: i32,
     #[serde(with = "serde_rfc3339")]
@@ -83,7 +86,10 @@ async fn get_request(
         total: request.total,
         status_counts,
         template_id: request.template_id.to_hex(),
-        agent_id: request.agent_id.to_hex(),
+        agent_id: request.agent_id.map(|a| a.to_hex()),
+        agent_ids: request
+            .agent_ids
+            .map(|ids| ids.iter().map(|a| a.to_hex()).collect()),
         client_name: request.client_name,
         priority_weight: request.priority_weight,
         created_at: request.created_at,

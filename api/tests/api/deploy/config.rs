@@ -54,6 +54,8 @@ const CONFIG_VARS: &[&str] = &[
     "MAX_RECIPIENTS_PER_REQUEST",
     "MAX_TEXT_LENGTH",
     "SENDING_TIMEOUT_SECONDS",
+    "MAX_SEND_ATTEMPTS",
+    "AGENT_STALE_SECONDS",
     "LOG_FORMAT",
     // dispatcher/src/config.rs
     "DISPATCHER_METRICS_ADDR",

@@ -6,7 +6,7 @@ use mongodb::bson::{self, oid::ObjectId, DateTime};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sms_shared::db::jobs::Job;
-use sms_shared::db::messages::{Message, NewMessage};
+use sms_shared::db::messages::{Message, NewMessage, Route};
 use sms_shared::domain::status::Status;
 
 use super::{oid, spawn_app_with, Auth, TestApp};
@@ -16,13 +16,18 @@ pub const FAST: (&str, &str) = ("AGENT_RATE_LIMIT_PER_MIN", "100000");
 
 /// A staged, pending message of `agent`, created `age_ms` milliseconds ago.
 pub fn staged(agent: ObjectId, priority_weight: i32, age_ms: i64) -> Message {
+    routed(Route::Pinned(agent), priority_weight, age_ms)
+}
+
+/// A staged, pending message going `route`, created `age_ms` milliseconds ago.
+pub fn routed(route: Route, priority_weight: i32, age_ms: i64) -> Message {
     let now = DateTime::now().timestamp_millis();
     let created_at = DateTime::from_millis(now - age_ms);
     Message::pending(NewMessage {
         request_id: ObjectId::new(),
         api_key_id: None,
         client_name: "SafeShop".into(),
-        agent_id: agent,
+        route,
         template_id: ObjectId::new(),
         to: "+84901234567".into(),
         text: format!("Your code is {}", &ObjectId::new().to_hex()[18..]),

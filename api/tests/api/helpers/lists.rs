@@ -5,7 +5,7 @@
 use mongodb::bson::{oid::ObjectId, Bson, DateTime};
 use serde_json::Value;
 use sms_shared::db::audit_logs::AuditLog;
-use sms_shared::db::messages::{Message, NewMessage};
+use sms_shared::db::messages::{Message, NewMessage, Route};
 use sms_shared::db::paging::{PageRequest, QuerySpec};
 use sms_shared::domain::status::Status;
 
@@ -34,7 +34,7 @@ pub fn message_at(
         request_id: ObjectId::new(),
         api_key_id: tenant,
         client_name: "SafeShop".into(),
-        agent_id: agent,
+        route: Route::Pinned(agent),
         template_id: ObjectId::new(),
         to: to.into(),
         text: "Ma OTP 123456".into(),

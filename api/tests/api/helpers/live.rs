@@ -95,7 +95,7 @@ pub async fn recount(app: &TestApp, bucket: Bucket) -> Figures {
         let start = bucket.start(m.created_at).timestamp_millis();
         let key = (
             start,
-            Some(m.agent_id),
+            m.agent_id,
             m.api_key_id,
             m.status.as_str().to_owned(),
         );

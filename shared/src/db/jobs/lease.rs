@@ -1,9 +1,11 @@
 //! Leasing: a poll picks the jobs of its lanes that are available now, highest priority first,
 //! then oldest, and claims them under a fresh `lease_id`.
 //!
-//! The candidates come from one index range (`lease_order`: the poller's lane, in lease order),
-//! so a poll reads about `limit` entries plus the jobs the agent already holds, whatever the
-//! history. The claim is one `update_many` that repeats `available_at <= now`: a job another
+//! The poller's lanes are its own (pinned messages and the pools naming it) and
+//! [`EVERY_AGENT`]'s. The candidates come from two ranges of one index (`lease_order`: a lane,
+//! in lease order), merged in that order (MongoDB's `SORT_MERGE`, no in-memory sort), so a poll
+//! reads about `limit` entries plus the jobs held or already failed by the agent (`tried_by`),
+//! whatever the history. The claim is one `update_many` that repeats `available_at <= now`: a job another
 //! poll claimed in between has moved its `available_at` to its lease's end and is skipped, so two
 //! polls never hold one job under live leases. `SENDING` jobs have no `available_at` and are
 //! never handed out again. What was claimed is read back by the lease id.
@@ -15,7 +17,7 @@ use futures::TryStreamExt;
 use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
 use serde::Deserialize;
 
-use super::{lane, Job, Jobs};
+use super::{lane, Job, Jobs, EVERY_AGENT};
 use crate::domain::status::Status;
 
 /// The index a poll's candidates come from.
@@ -33,10 +35,10 @@ pub struct CandidateQuery {
 }
 
 impl CandidateQuery {
-    /// The candidates of `agent`'s lane available at `now`.
+    /// The candidates of `agent`'s lanes available at `now`.
     pub fn new(agent: ObjectId, limit: i64, now: DateTime) -> Self {
         Self {
-            filter: doc! {"lanes": lane(agent), "available_at": {"$lte": now}},
+            filter: claimable(agent, now),
             sort: doc! {"priority_weight": -1, "created_at": 1, "_id": 1},
             projection: doc! {"_id": 1, "status": 1, "holder": 1},
             hint: LEASE_ORDER_INDEX,
@@ -54,6 +56,15 @@ impl CandidateQuery {
             "hint": self.hint,
             "limit": self.limit,
         }
+    }
+}
+
+/// The jobs `agent` may lease at `now`: of its lanes, available, not failed by it before.
+fn claimable(agent: ObjectId, now: DateTime) -> Document {
+    doc! {
+        "lanes": {"$in": [lane(agent), EVERY_AGENT]},
+        "available_at": {"$lte": now},
+        "tried_by": {"$ne": agent},
     }
 }
 
@@ -114,10 +125,12 @@ impl Jobs {
         }
         let ids: Vec<ObjectId> = candidates.iter().map(|c| c.id).collect();
         let expires = DateTime::from_millis(now.timestamp_millis() + lease_for.as_millis() as i64);
+        let mut fence = doc! {"_id": {"$in": &ids}};
+        fence.extend(claimable(agent, now));
         let claimed = self
             .0
             .update_many(
-                doc! {"_id": {"$in": &ids}, "lanes": lane(agent), "available_at": {"$lte": now}},
+                fence,
                 doc! {
                     "$set": {
                         "status": Status::Assigned.as_str(),

@@ -14,12 +14,17 @@
 //! | `ASSIGNED` | the leasing agent | `lease_expires_at` (none for a lease-less `ASSIGNED` report: leasable) | a poll (`lease.rs`) |
 //! | `SENDING` | the reporting agent | unset: never handed out again | a report (`reports.rs`) |
 //!
-//! `lanes` says who may lease it: today the one agent the request names (its id in hex); pools of
-//! agents will add entries such as `"*"`. Each step changes the job first and the message second
-//! (see `db::messages`), so the job is the fence and the message the history.
+//! `lanes` says who may lease it: the one agent a pinned message names (its id in hex), or a
+//! pool's agents: [`EVERY_AGENT`] (`"*"`, every active agent) or a list of agent ids. A poll
+//! takes the jobs whose lanes hold its agent or `"*"`, so pinned and pool work come in one lease
+//! order. Only pool jobs (`pool: true`) ever move to another agent: a stale holder's jobs and a
+//! retryable failure go back to the pool (`pool.rs`), the latter excluding the agents that
+//! already failed it (`tried_by`). Each step changes the job first and the message second (see
+//! `db::messages`), so the job is the fence and the message the history.
 //!
 //! Files: `lease.rs` (candidates, fenced claim, read back), `reports.rs` (the report fence),
-//! `timeouts.rs` (`SENDING` past its time) and, here, the document, staging and the in-flight count.
+//! `pool.rs` (pool jobs back to their pool), `timeouts.rs` (`SENDING` past its time) and, here,
+//! the document, staging and the in-flight count.
 
 use std::collections::HashSet;
 
@@ -35,6 +40,7 @@ use super::stats::Counted;
 use crate::domain::status::Status;
 
 mod lease;
+mod pool;
 mod reports;
 mod timeouts;
 
@@ -49,8 +55,14 @@ pub struct Job {
     pub request_id: ObjectId,
     pub api_key_id: Option<ObjectId>,
     pub client_name: String,
-    /// Who may lease it: agent ids in hex.
+    /// Who may lease it: agent ids in hex, or [`EVERY_AGENT`].
     pub lanes: Vec<String>,
+    /// A pool message's job: it may move to another agent of its lanes.
+    #[serde(default)]
+    pub pool: bool,
+    /// Agents whose retryable failure gave it back to the pool: they do not get it again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tried_by: Vec<ObjectId>,
     /// The agent holding it; `None` while nobody leased it.
     #[serde(default)]
     pub holder: Option<ObjectId>,
@@ -78,7 +90,10 @@ pub struct Job {
     pub encoding: String,
 }
 
-/// The lane of the messages pinned to `agent`.
+/// The lane of every active agent: a pool of the whole fleet.
+pub const EVERY_AGENT: &str = "*";
+
+/// The lane of `agent`: its pinned messages, and the pools naming it.
 pub fn lane(agent: ObjectId) -> String {
     agent.to_hex()
 }
@@ -91,8 +106,8 @@ impl Job {
         let staged = m.staged_at.unwrap_or(now);
         let (holder, available_at) = match m.status {
             Status::Pending => (None, Some(staged)),
-            Status::Assigned => (Some(m.agent_id), Some(m.lease_expires_at.unwrap_or(staged))),
-            Status::Sending => (Some(m.agent_id), None),
+            Status::Assigned => (m.agent_id, Some(m.lease_expires_at.unwrap_or(staged))),
+            Status::Sending => (m.agent_id, None),
             _ => return None,
         };
         Some(Self {
@@ -100,7 +115,9 @@ impl Job {
             request_id: m.request_id,
             api_key_id: m.api_key_id,
             client_name: m.client_name.clone(),
-            lanes: vec![lane(m.agent_id)],
+            lanes: m.lanes(),
+            pool: m.pool.is_some(),
+            tried_by: Vec::new(),
             holder,
             status: m.status,
             priority_weight: m.priority_weight,
@@ -118,8 +135,11 @@ impl Job {
         })
     }
 
-    /// The agent the message is pinned to, when its only lane is one agent.
+    /// The agent the message is pinned to; `None` for a pool job.
     pub fn pinned_agent(&self) -> Option<ObjectId> {
+        if self.pool {
+            return None;
+        }
         match self.lanes.as_slice() {
             [only] => ObjectId::parse_str(only).ok(),
             _ => None,
@@ -164,7 +184,7 @@ impl Jobs {
                     false,
                     timeouts::TIMEOUT_INDEX,
                 ),
-                super::index(doc! {"holder": 1}, false, "holder"),
+                super::index(doc! {"holder": 1}, false, pool::HOLDER_INDEX),
             ],
         )
         .await

@@ -1,7 +1,8 @@
 //! The fence of agents' status reports: a report may move a job only when the reporting agent
-//! holds it (or nobody does and it is pinned to that agent), the job is in one of the reported
-//! status's allowed predecessors and, when the report names a lease, under that lease. One
-//! conditional write decides, so a late or foreign report changes nothing.
+//! holds it (or nobody does and it is pinned to that agent: a pool job nobody holds is nobody's
+//! to report on), the job is in one of the reported status's allowed predecessors and, when the
+//! report names a lease, under that lease. One conditional write decides, so a late or foreign
+//! report changes nothing.
 
 use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
 
@@ -49,7 +50,10 @@ fn fence(agent: ObjectId, id: ObjectId, status: Status, lease_id: Option<&str>) 
     let mut f = doc! {
         "_id": id,
         "status": {"$in": predecessors},
-        "$or": [{"holder": agent}, {"holder": Bson::Null, "lanes": lane(agent)}],
+        "$or": [
+            {"holder": agent},
+            {"holder": Bson::Null, "pool": {"$ne": true}, "lanes": lane(agent)},
+        ],
     };
     if let Some(lease) = lease_id {
         f.insert("lease_id", lease);

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use futures::TryStreamExt;
-use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime};
+use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
 use serde::Deserialize;
 
 use super::Messages;
@@ -35,6 +35,26 @@ fn expected(job: &Job, claimed: &Claimed) -> (Status, Option<ObjectId>) {
         .copied()
         .unwrap_or((Status::Pending, None));
     (status, holder.or_else(|| job.pinned_agent()))
+}
+
+/// The filter of `job`'s message when it may take `lease_id` although it is not where the
+/// claim expected it: waiting or held under another lease, or `SENDING` for an agent whose
+/// retryable failure gave the job back (`tried_by`) before the message followed.
+fn leasable(job: &Job, lease_id: &str) -> Document {
+    let waiting = [Status::Pending.as_str(), Status::Assigned.as_str()];
+    let mut filter = doc! {"_id": job.id, "lease_id": {"$ne": lease_id}};
+    if job.tried_by.is_empty() {
+        filter.insert("status", doc! {"$in": waiting.as_slice()});
+    } else {
+        filter.insert(
+            "$or",
+            vec![
+                doc! {"status": {"$in": waiting.as_slice()}},
+                doc! {"status": Status::Sending.as_str(), "agent_id": {"$in": &job.tried_by}},
+            ],
+        );
+    }
+    filter
 }
 
 impl Messages {
@@ -115,10 +135,9 @@ impl Messages {
                 });
             }
             for job in jobs.iter().filter(|j| !changed_by_batch.contains(&j.id)) {
-                let leasable = [Status::Pending.as_str(), Status::Assigned.as_str()];
                 let moved = self
                     .move_one(
-                        doc! {"_id": job.id, "status": {"$in": leasable.as_slice()}, "lease_id": {"$ne": lease_id}},
+                        leasable(job, lease_id),
                         doc! {"$set": set.clone()},
                         Status::Assigned,
                         Some(agent),

@@ -8,6 +8,7 @@
 //!   dispatcher);
 //! - `leasing.rs`: recording on the messages the leases polls took on their jobs;
 //! - `status_reports.rs`: applying an agent's report of what became of a message;
+//! - `pool.rs`: pool messages going back to their pool (a stale holder, a retryable failure);
 //! - `reconcile.rs`: failing messages whose job stayed in `SENDING` too long;
 //! - `transition.rs`: status changes and the counters they move (each counted once);
 //! - `retention.rs`: the TTL index removing settled messages after `MESSAGE_RETENTION_DAYS`;
@@ -27,6 +28,7 @@ use crate::domain::status::Status;
 mod leasing;
 mod listing;
 mod outbox;
+mod pool;
 mod reconcile;
 mod retention;
 mod staging;
@@ -49,7 +51,14 @@ pub struct Message {
     /// The tenant: the API key that sent it, `None` for operator sends.
     pub api_key_id: Option<ObjectId>,
     pub client_name: String,
-    pub agent_id: ObjectId,
+    /// The agent it is pinned to, or for a pool message the agent that leased it last (`None`
+    /// while no agent holds it).
+    #[serde(default)]
+    pub agent_id: Option<ObjectId>,
+    /// A pool message's lanes: the agents that may lease it (ids in hex, or
+    /// [`EVERY_AGENT`](crate::db::jobs::EVERY_AGENT)); `None` for a message pinned to `agent_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<Vec<String>>,
     pub template_id: ObjectId,
     pub to: String,
     pub text: String,
@@ -95,12 +104,23 @@ pub struct NewMessage {
     pub request_id: ObjectId,
     pub api_key_id: Option<ObjectId>,
     pub client_name: String,
-    pub agent_id: ObjectId,
+    /// Where it goes: pinned to one agent, or to a pool.
+    pub route: Route,
     pub template_id: ObjectId,
     pub to: String,
     pub text: String,
     pub priority_weight: i32,
     pub created_at: DateTime,
+}
+
+/// Which agents may lease a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Only this agent, always (the request named `agent_id`).
+    Pinned(ObjectId),
+    /// Any active agent of these lanes (agent ids in hex, or
+    /// [`EVERY_AGENT`](crate::db::jobs::EVERY_AGENT)); the one that leases it holds it.
+    Pool(Vec<String>),
 }
 
 impl Message {
@@ -109,12 +129,17 @@ impl Message {
     /// so the lists' `_id` order and ranges are creation order and time ranges.
     pub fn pending(new: NewMessage) -> Self {
         let (encoding, parts) = crate::domain::segments::count(&new.text);
+        let (agent_id, pool) = match new.route {
+            Route::Pinned(agent) => (Some(agent), None),
+            Route::Pool(lanes) => (None, Some(lanes)),
+        };
         Self {
             id: super::paging::id_at(new.created_at),
             request_id: new.request_id,
             api_key_id: new.api_key_id,
             client_name: new.client_name,
-            agent_id: new.agent_id,
+            agent_id,
+            pool,
             template_id: new.template_id,
             to: new.to,
             text: new.text,
@@ -138,6 +163,15 @@ impl Message {
             failed_at: None,
             last_error: None,
             settled_at: None,
+        }
+    }
+
+    /// Who may lease it: its pool's lanes, or the lane of the agent it is pinned to.
+    pub fn lanes(&self) -> Vec<String> {
+        match (&self.pool, self.agent_id) {
+            (Some(lanes), _) => lanes.clone(),
+            (None, Some(agent)) => vec![crate::db::jobs::lane(agent)],
+            (None, None) => Vec::new(),
         }
     }
 
@@ -330,7 +364,7 @@ mod tests {
             request_id: ObjectId::new(),
             api_key_id: None,
             client_name: "SafeShop".into(),
-            agent_id: ObjectId::new(),
+            route: Route::Pinned(ObjectId::new()),
             template_id: ObjectId::new(),
             to: "+84901234567".into(),
             text: text.into(),
@@ -362,6 +396,34 @@ mod tests {
             (Some(later), Some(later))
         );
         assert_eq!((staged.id, staged.created_at), (m.id, at));
+    }
+
+    #[test]
+    fn a_pool_message_has_no_agent_until_leased_and_its_job_keeps_the_pool() {
+        let at = DateTime::from_millis(1_700_000_000_000);
+        let lanes = vec!["*".to_owned()];
+        let m = Message::pending(NewMessage {
+            route: Route::Pool(lanes.clone()),
+            ..new("Ma OTP 1", at)
+        })
+        .staged_at(at);
+        assert_eq!((m.agent_id, m.pool.as_ref()), (None, Some(&lanes)));
+        assert_eq!(m.lanes(), lanes);
+        let job = crate::db::jobs::Job::of(&m, at).expect("a pending message has a job");
+        assert_eq!(
+            (job.lanes.clone(), job.pool, job.holder),
+            (lanes, true, None)
+        );
+        assert_eq!(job.pinned_agent(), None);
+
+        let agent = ObjectId::new();
+        let pinned = Message::pending(NewMessage {
+            route: Route::Pinned(agent),
+            ..new("Ma OTP 2", at)
+        });
+        assert_eq!((pinned.agent_id, pinned.pool.clone()), (Some(agent), None));
+        let job = crate::db::jobs::Job::of(&pinned.staged_at(at), at).unwrap();
+        assert_eq!((job.pool, job.pinned_agent()), (false, Some(agent)));
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub enum ReportOutcome {
     InvalidTransition(Status),
     /// The report's `lease_id` is not the message's current lease.
     StaleLease(Status),
+    /// A retryable failure of a pool message: it went back to its pool (`PENDING`) for another
+    /// agent; `false` when an earlier copy of the report did that already.
+    Requeued(bool),
 }
 
 /// The longest `last_error` an agent may store.
@@ -55,6 +58,12 @@ impl Report<'_> {
             .collect()
     }
 
+    /// The reported error as `last_error` keeps it: trimmed, at most [`MAX_ERROR_CHARS`].
+    pub(super) fn error_text(&self) -> Option<String> {
+        let e = self.error.map(str::trim).filter(|e| !e.is_empty())?;
+        Some(e.chars().take(MAX_ERROR_CHARS).collect())
+    }
+
     /// What the message's document gets when it reaches the reported status.
     fn update(&self, now: DateTime) -> Document {
         let mut set = doc! {"status": self.status.as_str(), "updated_at": now};
@@ -66,8 +75,7 @@ impl Report<'_> {
             _ => None,
         };
         if self.status == Status::Failed {
-            if let Some(e) = self.error.map(str::trim).filter(|e| !e.is_empty()) {
-                let e: String = e.chars().take(MAX_ERROR_CHARS).collect();
+            if let Some(e) = self.error_text() {
                 set.insert("last_error", e);
             }
         }
@@ -123,7 +131,7 @@ impl Messages {
                 return Ok((ReportOutcome::NotFound, None));
             };
             let handed_out = current.staged || current.lease_id.is_some();
-            if current.agent_id != r.agent || !handed_out {
+            if current.agent_id != Some(r.agent) || !handed_out {
                 return Ok((ReportOutcome::NotFound, None));
             }
             if r.lease_id

@@ -35,7 +35,7 @@ impl Message {
 
     /// Where the counters have it now.
     pub fn place(&self) -> Place {
-        (self.status, Some(self.agent_id))
+        (self.status, self.agent_id)
     }
 
     /// The counts stored messages add: one each where it stands (`PENDING`, for a new one).
@@ -97,7 +97,8 @@ pub fn gathered(
 #[derive(Debug, Deserialize)]
 pub(super) struct Before {
     pub status: Status,
-    pub agent_id: ObjectId,
+    #[serde(default)]
+    pub agent_id: Option<ObjectId>,
     pub created_at: DateTime,
     #[serde(default)]
     pub api_key_id: Option<ObjectId>,
@@ -115,9 +116,15 @@ impl Before {
 
     /// The change from this state to `to` (the agent: `to_agent`, else unchanged).
     pub(super) fn to(self, to: Status, to_agent: Option<ObjectId>) -> Transition {
+        let agent = to_agent.or(self.agent_id);
+        self.moved_to((to, agent))
+    }
+
+    /// The change from this state to `place`, whose agent may be none.
+    pub(super) fn moved_to(self, place: Place) -> Transition {
         Transition {
-            from: Some((self.status, Some(self.agent_id))),
-            to: (to, Some(to_agent.unwrap_or(self.agent_id))),
+            from: Some((self.status, self.agent_id)),
+            to: place,
             message: Counted {
                 created_at: self.created_at,
                 api_key_id: self.api_key_id,
@@ -138,13 +145,32 @@ impl Messages {
         to: Status,
         to_agent: Option<ObjectId>,
     ) -> mongodb::error::Result<Option<Transition>> {
-        let before = self
-            .0
+        let before = self.update_returning_before(filter, update).await?;
+        Ok(before.map(|b| b.to(to, to_agent)))
+    }
+
+    /// Applies `update` (which moves the message to `place`, clearing its agent when the place
+    /// has none) to the one message matching `filter`; returns the change when this write made it.
+    pub(super) async fn move_to(
+        &self,
+        filter: Document,
+        update: Document,
+        place: Place,
+    ) -> mongodb::error::Result<Option<Transition>> {
+        let before = self.update_returning_before(filter, update).await?;
+        Ok(before.map(|b| b.moved_to(place)))
+    }
+
+    async fn update_returning_before(
+        &self,
+        filter: Document,
+        update: Document,
+    ) -> mongodb::error::Result<Option<Before>> {
+        self.0
             .clone_with_type::<Before>()
             .find_one_and_update(filter, update)
             .projection(Before::projection())
             .return_document(ReturnDocument::Before)
-            .await?;
-        Ok(before.map(|b| b.to(to, to_agent)))
+            .await
     }
 }
