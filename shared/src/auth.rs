@@ -107,7 +107,7 @@ impl JwtKeys {
     /// `aud` this verifier requires. The one place operator tokens are minted: `POST /auth/login`,
     /// `sms-api issue-token`, the tools and the tests. A negative `lifetime` gives an expired token.
     pub fn issue_for(&self, subject: &str, lifetime: chrono::Duration) -> anyhow::Result<String> {
-        let now = chrono::Utc::now().timestamp();
+        let now = crate::time::now().timestamp();
         let claims = Claims {
             sub: Some(subject.to_owned()),
             username: Some(subject.to_owned()),
@@ -169,7 +169,7 @@ mod tests {
     }
 
     fn in_minutes(m: i64) -> i64 {
-        chrono::Utc::now().timestamp() + m * 60
+        crate::time::now().timestamp() + m * 60
     }
 
     #[test]

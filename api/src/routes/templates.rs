@@ -197,7 +197,7 @@ async fn create_template(
     );
     check_weight(body.priority_weight, &mut errors);
     invalid(errors)?;
-    let now = DateTime::now();
+    let now = sms_shared::time::bson_now();
     let t = Template {
         id: ObjectId::new(),
         name,

@@ -138,7 +138,7 @@ impl Agents {
         label: &str,
         token_hash: &str,
     ) -> mongodb::error::Result<Option<Agent>> {
-        let now = DateTime::now();
+        let now = crate::time::bson_now();
         let agent = Agent {
             id,
             device_id: device_id.to_owned(),
@@ -171,7 +171,7 @@ impl Agents {
         new_hash: &str,
         label: Option<&str>,
     ) -> mongodb::error::Result<Option<Agent>> {
-        let mut set = doc! {"token_hash": new_hash, "updated_at": DateTime::now()};
+        let mut set = doc! {"token_hash": new_hash, "updated_at": crate::time::bson_now()};
         if let Some(label) = label {
             set.insert("label", label);
         }
@@ -188,7 +188,7 @@ impl Agents {
         self.update_if_token(
             id,
             current_hash,
-            doc! {"label": label, "updated_at": DateTime::now()},
+            doc! {"label": label, "updated_at": crate::time::bson_now()},
         )
         .await
     }
@@ -212,7 +212,7 @@ impl Agents {
         self.0
             .update_one(
                 doc! {"_id": id},
-                doc! {"$set": {"last_seen_at": DateTime::now(), "device": device}},
+                doc! {"$set": {"last_seen_at": crate::time::bson_now(), "device": device}},
             )
             .await
             .map(|_| ())
@@ -228,7 +228,7 @@ impl Agents {
         if set.is_empty() {
             return self.find(id).await;
         }
-        set.insert("updated_at", DateTime::now());
+        set.insert("updated_at", crate::time::bson_now());
         self.0
             .find_one_and_update(doc! {"_id": id}, doc! {"$set": set})
             .return_document(ReturnDocument::After)

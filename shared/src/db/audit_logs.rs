@@ -45,7 +45,7 @@ impl AuditLog {
         ip: Option<String>,
         details: Document,
     ) -> Self {
-        let at = DateTime::now();
+        let at = crate::time::bson_now();
         Self {
             id: paging::id_at(at),
             actor: actor.into(),
@@ -156,6 +156,6 @@ impl AuditLogs {
     ) -> mongodb::error::Result<Listing<AuditLog>> {
         let mut query = filter.list_query();
         query.hint = self.1.wanted().await?;
-        paging::newest_first(&self.0, &query, page, DateTime::now()).await
+        paging::newest_first(&self.0, &query, page, crate::time::bson_now()).await
     }
 }

@@ -40,7 +40,7 @@ impl Settings {
         self.0
             .update_one(
                 doc! {"_id": REGISTRATION_SECRET},
-                doc! {"$set": {"value": value, "updated_at": DateTime::now(), "updated_by": actor}},
+                doc! {"$set": {"value": value, "updated_at": crate::time::bson_now(), "updated_by": actor}},
             )
             .upsert(true)
             .await

@@ -94,7 +94,7 @@ impl Templates {
         changes: TemplateChanges,
     ) -> Result<Option<Template>, TemplateWriteError> {
         let mut set = doc! {
-            "updated_at": DateTime::now(),
+            "updated_at": crate::time::bson_now(),
             "is_approved": false,
             "approved_by": Bson::Null,
             "approved_at": Bson::Null,
@@ -127,7 +127,7 @@ impl Templates {
         self.0
             .find_one_and_update(
                 doc! {"_id": id},
-                doc! {"$set": {"is_approved": true, "approved_by": actor, "approved_at": DateTime::now()}},
+                doc! {"$set": {"is_approved": true, "approved_by": actor, "approved_at": crate::time::bson_now()}},
             )
             .return_document(ReturnDocument::After)
             .await

@@ -49,7 +49,7 @@ impl Users {
                     "username": username,
                     "password_hash": password_hash,
                     "is_active": true,
-                    "created_at": DateTime::now(),
+                    "created_at": crate::time::bson_now(),
                 }},
             )
             .upsert(true)

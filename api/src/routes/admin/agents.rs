@@ -97,7 +97,7 @@ impl From<Remaining> for RemainingView {
 impl AgentView {
     /// `a` as operators see it, with what it used of its limits.
     fn of(a: Agent, usage: Usage, default_per_min: i64) -> Self {
-        let now = DateTime::now().timestamp_millis();
+        let now = sms_shared::time::bson_now().timestamp_millis();
         let online = a
             .last_seen_at
             .is_some_and(|t| now - t.timestamp_millis() <= ONLINE_WINDOW_SECONDS * 1000);

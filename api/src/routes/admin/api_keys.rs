@@ -192,7 +192,7 @@ async fn create_api_key(
         key_prefix: minted.plain[..token::API_KEY_PREFIX.len() + 6].to_owned(),
         key_hash: minted.hash,
         is_active: true,
-        created_at: DateTime::now(),
+        created_at: sms_shared::time::bson_now(),
         created_by: operator.name.clone(),
         revoked_at: None,
         agent_ids,

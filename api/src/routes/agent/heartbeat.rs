@@ -2,7 +2,7 @@
 //! versions) for operators to see.
 
 use axum::extract::State;
-use mongodb::bson::{DateTime, Document};
+use mongodb::bson::Document;
 use serde::{Deserialize, Serialize};
 use sms_shared::time;
 use utoipa_axum::router::OpenApiRouter;
@@ -103,6 +103,6 @@ async fn heartbeat(
         .await?;
     Ok(Json(HeartbeatResponse {
         ok: true,
-        server_time: time::rfc3339(DateTime::now()),
+        server_time: time::rfc3339(time::bson_now()),
     }))
 }

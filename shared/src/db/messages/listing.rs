@@ -2,7 +2,7 @@
 //! (`GET /messages/all`). Each combination of filters has one index that serves both the filter
 //! and the `_id` order, and the query names it (see `db::paging` for the walk and its cost).
 
-use mongodb::bson::{doc, oid::ObjectId, DateTime};
+use mongodb::bson::{doc, oid::ObjectId};
 
 use super::{Message, MessageFilter, Messages};
 use crate::db::paging::{self, Keyed, ListQuery, Listing, PageRequest};
@@ -126,7 +126,7 @@ impl Messages {
         if filter.request_id.is_some() {
             paging::oldest_first(&self.0, &query, page).await
         } else {
-            paging::newest_first(&self.0, &query, page, DateTime::now()).await
+            paging::newest_first(&self.0, &query, page, crate::time::bson_now()).await
         }
     }
 }
