@@ -23,6 +23,7 @@ use sms_shared::db::dedup::{self, Claim};
 use sms_shared::db::jobs::Job;
 use sms_shared::db::messages::{count_transitions, Message};
 use sms_shared::domain::status::Status;
+use sms_shared::time;
 
 use crate::{Dispatcher, Outcome};
 
@@ -59,7 +60,7 @@ impl Dispatcher {
                 return settled(outcomes);
             }
         };
-        let now = DateTime::now();
+        let now = time::bson_now();
         let (mut to_claim, mut unmarked) = (Vec::new(), Vec::new());
         for (i, event, id) in wanted {
             match found.get(&id) {

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use mongodb::bson::{oid::ObjectId, DateTime};
 use sms_shared::amqp::{Lane, MessageEvent};
 use sms_shared::db::messages::OutboxRow;
+use sms_shared::time;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -188,7 +189,7 @@ pub async fn sweep_once(state: &AppState) -> anyhow::Result<usize> {
     let grace = state.config.outbox_grace.as_millis() as i64;
     let mut total = 0;
     loop {
-        let before = DateTime::from_millis(DateTime::now().timestamp_millis() - grace);
+        let before = DateTime::from_millis(time::bson_now().timestamp_millis() - grace);
         let stale = state.db.messages.unpublished(before, BATCH as i64).await?;
         if stale.is_empty() {
             return Ok(total);
@@ -210,7 +211,7 @@ const RESTAGE_AFTER: std::time::Duration = std::time::Duration::from_secs(120);
 /// data, or dead-lettered after a long database outage). The dispatcher ignores any repeat.
 pub async fn restage_once(state: &AppState) -> anyhow::Result<usize> {
     let before = DateTime::from_millis(
-        DateTime::now().timestamp_millis() - RESTAGE_AFTER.as_millis() as i64,
+        time::bson_now().timestamp_millis() - RESTAGE_AFTER.as_millis() as i64,
     );
     let stuck = state
         .db

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::Messages;
 use crate::domain::status::Status;
+use crate::time;
 
 /// What a message's event carries: its id, its request's id, when it was accepted, and its
 /// `priority_weight` (which decides the event's lane).
@@ -90,7 +91,7 @@ impl Messages {
             .0
             .update_many(
                 doc! {"_id": {"$in": ids}, "published": false},
-                doc! {"$set": {"published": true, "published_at": DateTime::now()}},
+                doc! {"$set": {"published": true, "published_at": time::bson_now()}},
             )
             .await?;
         Ok(r.modified_count)
@@ -104,7 +105,7 @@ impl Messages {
         self.0
             .update_many(
                 doc! {"_id": {"$in": ids}},
-                doc! {"$set": {"published_at": DateTime::now()}},
+                doc! {"$set": {"published_at": time::bson_now()}},
             )
             .await
             .map(|_| ())
