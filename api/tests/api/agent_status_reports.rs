@@ -336,3 +336,95 @@ async fn a_late_report_with_a_stale_lease_changes_nothing() {
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     assert!(job_ids(&poll(&app, &token, 10).await).is_empty());
 }
+
+#[tokio::test]
+async fn a_batch_of_reports_is_decided_item_by_item() {
+    let (app, agent, token) = app_with_agent(&[FAST]).await;
+    let (intruder, intruder_token) = app.register_agent("agent-667").await;
+    let intruder = ObjectId::parse_str(&intruder).unwrap();
+    let mine: Vec<Message> = (0..6).map(|i| staged(agent, 50, 6 - i)).collect();
+    let theirs = staged(intruder, 50, 0);
+    insert(&app, &mine).await;
+    insert(&app, std::slice::from_ref(&theirs)).await;
+    let lease = poll(&app, &token, 10).await["jobs"][0]["lease_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(job_ids(&poll(&app, &intruder_token, 10).await).len(), 1);
+    let [a, b, c, d, e, f] = [0, 1, 2, 3, 4, 5].map(|i| mine[i].id.to_hex());
+    let x = theirs.id.to_hex();
+
+    // Reports sharing a status and lease go together; a foreign or stale one among them
+    // changes nothing and is answered as if it came alone.
+    let results = report(
+        &app,
+        &token,
+        json!([
+            {"message_id": a, "status": "SENT", "lease_id": lease},
+            {"message_id": x, "status": "SENT", "lease_id": lease},
+            {"message_id": b, "status": "SENT", "lease_id": lease},
+            {"message_id": c, "status": "SENT", "lease_id": "another-lease"},
+            {"message_id": d, "status": "SENDING", "lease_id": lease},
+            {"message_id": e, "status": "SENDING", "lease_id": lease},
+            {"message_id": f, "status": "FAILED", "error": "no credit"},
+        ]),
+    )
+    .await;
+    assert_eq!(
+        Value::Array(results),
+        json!([
+            {"message_id": a, "ok": true, "status": "SENT"},
+            {"message_id": x, "ok": false, "status": null, "error": "NOT_FOUND"},
+            {"message_id": b, "ok": true, "status": "SENT"},
+            {"message_id": c, "ok": false, "status": "ASSIGNED", "error": "STALE_LEASE"},
+            {"message_id": d, "ok": true, "status": "SENDING"},
+            {"message_id": e, "ok": true, "status": "SENDING"},
+            {"message_id": f, "ok": true, "status": "FAILED"},
+        ])
+    );
+
+    let receipts = json!([
+        {"message_id": a, "status": "DELIVERED", "lease_id": lease},
+        {"message_id": b, "status": "DELIVERED", "lease_id": lease},
+        {"message_id": c, "status": "DELIVERED"},
+        {"message_id": d, "status": "SENT", "lease_id": lease},
+        {"message_id": e, "status": "SENT", "lease_id": lease},
+    ]);
+    let expected = json!([
+        {"message_id": a, "ok": true, "status": "DELIVERED"},
+        {"message_id": b, "ok": true, "status": "DELIVERED"},
+        {"message_id": c, "ok": false, "status": "ASSIGNED", "error": "INVALID_TRANSITION"},
+        {"message_id": d, "ok": true, "status": "SENT"},
+        {"message_id": e, "ok": true, "status": "SENT"},
+    ]);
+    let results = report(&app, &token, receipts.clone()).await;
+    assert_eq!(Value::Array(results), expected);
+    // The same batch again changes nothing and answers the same.
+    let results = report(&app, &token, receipts).await;
+    assert_eq!(Value::Array(results), expected);
+
+    let status = |m: &Message| m.status;
+    let mut now = Vec::new();
+    for m in mine.iter().chain([&theirs]) {
+        now.push(status(&load(&app, m.id).await));
+    }
+    use Status::*;
+    assert_eq!(
+        now,
+        [Delivered, Delivered, Assigned, Sent, Sent, Failed, Assigned]
+    );
+    assert_eq!(
+        load(&app, mine[5].id).await.last_error.as_deref(),
+        Some("no credit")
+    );
+    for (status, n) in [
+        ("SENT", 4.0),
+        ("DELIVERED", 2.0),
+        ("SENDING", 2.0),
+        ("FAILED", 1.0),
+    ] {
+        let name = format!("sms_reports_total{{status=\"{status}\"}}");
+        assert_eq!(metric(&app, &name).await, n, "{status}");
+    }
+    counters_match_a_recount(&app).await;
+}

@@ -1,6 +1,9 @@
 //! `POST /agent/messages/report`: an agent reports what became of its leased messages. Each
-//! report is applied on its own (see `db::messages` status reports: the job is the fence, then
-//! the message, then the counters), so one bad item never fails the batch.
+//! report gets its own result (see `db::messages` status reports: the job is the fence, then
+//! the message, then the counters), so one bad item never fails the batch. The plain reports of
+//! a batch (one per message, not retryable) that share a status, lease and error are applied
+//! together with a few writes (`db::messages` report batches), the others one by one; the
+//! counters move once for the whole batch.
 //!
 //! A `FAILED` report marked `retryable` (the phone could not send: no signal, Android's sending
 //! limit) gives a pool message back to its pool for an agent that has not failed it yet, while it
@@ -8,11 +11,14 @@
 //! Otherwise, and always for pinned messages, `FAILED` is final. A report also counts as a sign
 //! of life of the phone, like a poll.
 
+use std::collections::{HashMap, HashSet};
+
 use axum::extract::State;
 use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::oid::ObjectId;
 use serde::{Deserialize, Serialize};
-use sms_shared::db::messages::{count_transitions, Report, ReportOutcome};
+use sms_shared::db::messages::{count_transitions, Report, ReportGroup, ReportOutcome};
+use sms_shared::db::stats::Transition;
 use sms_shared::domain::status::Status;
 use sms_shared::time;
 use utoipa_axum::router::OpenApiRouter;
@@ -114,27 +120,28 @@ async fn report_messages(
         .agents
         .record_poll(agent.id, time::bson_now(), state.config.rules.agent_stale)
         .await?;
+    let total = body.messages.len();
+    let mut results: Vec<Option<ReportResult>> = (0..total).map(|_| None).collect();
+    let mut moved = Vec::new();
+    let (bulk, mut one_by_one) = split(body.messages);
+    for (key, items) in bulk {
+        let left = report_in_bulk(&state, agent.id, key, items, &mut results, &mut moved).await?;
+        one_by_one.extend(left.into_iter().map(|item| vec![item]));
+    }
     // Items of one message apply in order (a batch may carry SENDING then SENT for it); items
     // of different messages touch different documents, so they run concurrently.
-    let mut groups: Vec<Vec<(usize, ReportItem)>> = Vec::new();
-    let mut group_of: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    for (i, item) in body.messages.into_iter().enumerate() {
-        let g = *group_of.entry(item.message_id.clone()).or_insert_with(|| {
-            groups.push(Vec::new());
-            groups.len() - 1
-        });
-        groups[g].push((i, item));
-    }
-    let total: usize = groups.iter().map(Vec::len).sum();
-    let settled: Vec<Vec<(usize, ReportResult)>> = futures::stream::iter(groups)
-        .map(|group| report_group(&state, agent.id, group))
+    let settled: Vec<Answered> = futures::stream::iter(one_by_one)
+        .map(|group| report_one_by_one(&state, agent.id, group))
         .buffer_unordered(REPORT_CONCURRENCY)
         .try_collect()
         .await?;
-    let mut results: Vec<Option<ReportResult>> = (0..total).map(|_| None).collect();
-    for (i, r) in settled.into_iter().flatten() {
-        results[i] = Some(r);
+    for (answered, changes) in settled {
+        moved.extend(changes);
+        for (i, r) in answered {
+            results[i] = Some(r);
+        }
     }
+    count_transitions(&state.db.stats, &moved).await;
     let results = results
         .into_iter()
         .map(|r| r.expect("every item answered"))
@@ -142,13 +149,92 @@ async fn report_messages(
     Ok(Json(ReportResponse { results }))
 }
 
-/// Applies one message's report items in order.
-async fn report_group(
+/// Reports that may go in bulk share these: status, lease, and the error a `FAILED` keeps.
+type BulkKey = (Status, Option<String>, Option<String>);
+/// The reports that go in bulk, by what they share, with their place in the batch and id.
+type Bulk = HashMap<BulkKey, Vec<(usize, ObjectId, ReportItem)>>;
+/// Reports with their place in the batch.
+type Numbered = Vec<(usize, ReportItem)>;
+/// Results with their place in the batch, and the changes made.
+type Answered = (Vec<(usize, ReportResult)>, Vec<Transition>);
+
+/// Splits a batch: the plain reports of messages reported once in it, by what they share, and
+/// the rest, grouped by message in the batch's order.
+fn split(items: Vec<ReportItem>) -> (Bulk, Vec<Numbered>) {
+    let mut times: HashMap<String, usize> = HashMap::new();
+    for item in &items {
+        *times.entry(item.message_id.clone()).or_default() += 1;
+    }
+    let mut bulk = Bulk::new();
+    let mut groups: Vec<Numbered> = Vec::new();
+    let mut group_of: HashMap<String, usize> = HashMap::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let plain = (times[&item.message_id] == 1 && !item.retryable)
+            .then(|| {
+                let id = ObjectId::parse_str(&item.message_id).ok()?;
+                let status = Status::parse(&item.status)?;
+                let error = (status == Status::Failed)
+                    .then(|| item.error.clone())
+                    .flatten();
+                Some((id, (status, item.lease_id.clone(), error)))
+            })
+            .flatten();
+        if let Some((id, key)) = plain {
+            bulk.entry(key).or_default().push((i, id, item));
+            continue;
+        }
+        let g = *group_of.entry(item.message_id.clone()).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[g].push((i, item));
+    }
+    (bulk, groups)
+}
+
+/// Applies reports that share `key` with a few writes (`Messages::report_group`); answers the
+/// ones applied and returns the others, to be applied one by one.
+async fn report_in_bulk(
     state: &AppState,
     agent: ObjectId,
-    group: Vec<(usize, ReportItem)>,
-) -> ApiResult<Vec<(usize, ReportResult)>> {
+    (status, lease_id, error): BulkKey,
+    items: Vec<(usize, ObjectId, ReportItem)>,
+    results: &mut [Option<ReportResult>],
+    moved: &mut Vec<Transition>,
+) -> ApiResult<Numbered> {
+    let group = ReportGroup {
+        agent,
+        status,
+        lease_id: lease_id.as_deref(),
+        error: error.as_deref(),
+        ids: items.iter().map(|(_, id, _)| *id).collect(),
+    };
+    let db = &state.db;
+    let done = db
+        .messages
+        .report_group(&db.jobs, &group, time::bson_now())
+        .await?;
+    moved.extend(done.moved);
+    let applied: HashSet<ObjectId> = done.applied.into_iter().collect();
+    let mut left = Vec::new();
+    for (i, id, item) in items {
+        if applied.contains(&id) {
+            results[i] = Some(answer(state, item, Ok(ReportOutcome::Applied(status))));
+        } else {
+            left.push((i, item));
+        }
+    }
+    Ok(left)
+}
+
+/// Applies one message's report items in order; returns their results and the changes made.
+async fn report_one_by_one(
+    state: &AppState,
+    agent: ObjectId,
+    group: Numbered,
+) -> ApiResult<Answered> {
     let mut out = Vec::with_capacity(group.len());
+    let mut moved = Vec::new();
     for (i, item) in group {
         let outcome = match (
             ObjectId::parse_str(&item.message_id),
@@ -164,49 +250,61 @@ async fn report_group(
                     lease_id: item.lease_id.as_deref(),
                     error: item.error.as_deref(),
                 };
-                Ok(apply(state, report, item.retryable).await?)
+                let (outcome, change) = apply(state, report, item.retryable).await?;
+                moved.extend(change);
+                Ok(outcome)
             }
         };
-        let (ok, status, error) = match outcome {
-            Err(code) => (false, None, Some(code)),
-            Ok(ReportOutcome::Applied(s)) => {
-                state.metrics.reports.with_label_values(&[s.as_str()]).inc();
-                (true, Some(s), None)
-            }
-            Ok(ReportOutcome::Unchanged(s)) => (true, Some(s), None),
-            Ok(ReportOutcome::NotFound) => (false, None, Some("NOT_FOUND")),
-            Ok(ReportOutcome::InvalidTransition(s)) => (false, Some(s), Some("INVALID_TRANSITION")),
-            Ok(ReportOutcome::StaleLease(s)) => (false, Some(s), Some("STALE_LEASE")),
-            Ok(ReportOutcome::Requeued(now)) => {
-                if now {
-                    state.metrics.pool_requeues.inc();
-                }
-                (true, Some(Status::Pending), None)
-            }
-        };
-        if let Some(reason) = error {
-            state
-                .metrics
-                .reports_rejected
-                .with_label_values(&[reason])
-                .inc();
-        }
-        out.push((
-            i,
-            ReportResult {
-                message_id: item.message_id,
-                ok,
-                status,
-                error,
-            },
-        ));
+        out.push((i, answer(state, item, outcome)));
     }
-    Ok(out)
+    Ok((out, moved))
 }
 
-/// Applies one report (a retryable failure first tries to give a pool message back to its pool)
-/// and counts the change it made.
-async fn apply(state: &AppState, report: Report<'_>, retryable: bool) -> ApiResult<ReportOutcome> {
+/// The result of one report, counted in the metrics.
+fn answer(
+    state: &AppState,
+    item: ReportItem,
+    outcome: Result<ReportOutcome, &'static str>,
+) -> ReportResult {
+    let (ok, status, error) = match outcome {
+        Err(code) => (false, None, Some(code)),
+        Ok(ReportOutcome::Applied(s)) => {
+            state.metrics.reports.with_label_values(&[s.as_str()]).inc();
+            (true, Some(s), None)
+        }
+        Ok(ReportOutcome::Unchanged(s)) => (true, Some(s), None),
+        Ok(ReportOutcome::NotFound) => (false, None, Some("NOT_FOUND")),
+        Ok(ReportOutcome::InvalidTransition(s)) => (false, Some(s), Some("INVALID_TRANSITION")),
+        Ok(ReportOutcome::StaleLease(s)) => (false, Some(s), Some("STALE_LEASE")),
+        Ok(ReportOutcome::Requeued(now)) => {
+            if now {
+                state.metrics.pool_requeues.inc();
+            }
+            (true, Some(Status::Pending), None)
+        }
+    };
+    if let Some(reason) = error {
+        state
+            .metrics
+            .reports_rejected
+            .with_label_values(&[reason])
+            .inc();
+    }
+    ReportResult {
+        message_id: item.message_id,
+        ok,
+        status,
+        error,
+    }
+}
+
+/// Applies one report (a retryable failure first tries to give a pool message back to its pool);
+/// returns its outcome and the change it made.
+async fn apply(
+    state: &AppState,
+    report: Report<'_>,
+    retryable: bool,
+) -> ApiResult<(ReportOutcome, Option<Transition>)> {
     let db = &state.db;
     let now = time::bson_now();
     let requeued = if retryable {
@@ -217,10 +315,8 @@ async fn apply(state: &AppState, report: Report<'_>, retryable: bool) -> ApiResu
     } else {
         None
     };
-    let (outcome, moved) = match requeued {
+    Ok(match requeued {
         Some(done) => done,
         None => db.messages.report(&db.jobs, report, now).await?,
-    };
-    count_transitions(&db.stats, moved.as_slice()).await;
-    Ok(outcome)
+    })
 }

@@ -45,6 +45,7 @@ mod reports;
 mod timeouts;
 
 pub use lease::{CandidateQuery, Claimed, LEASE_ORDER_INDEX};
+pub use reports::JobStep;
 
 /// One message waiting for, or held by, a phone.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

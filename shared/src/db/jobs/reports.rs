@@ -2,7 +2,8 @@
 //! holds it (or nobody does and it is pinned to that agent: a pool job nobody holds is nobody's
 //! to report on), the job is in one of the reported status's allowed predecessors and, when the
 //! report names a lease, under that lease. One conditional write decides, so a late or foreign
-//! report changes nothing.
+//! report changes nothing. [`Jobs::report_many`] applies the same fence to many messages at once
+//! (one agent, status and lease), for the batches phones send.
 
 use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
 
@@ -41,14 +42,15 @@ impl Job {
     }
 }
 
-/// The fence of a report by `agent` that message `id` reached `status`.
-fn fence(agent: ObjectId, id: ObjectId, status: Status, lease_id: Option<&str>) -> Document {
+/// The fence of a report by `agent` that message `id` (an id, or `{"$in": [ids]}`) reached
+/// `status`.
+fn fence(agent: ObjectId, id: impl Into<Bson>, status: Status, lease_id: Option<&str>) -> Document {
     let predecessors: Vec<&str> = Status::allowed_predecessors(status)
         .into_iter()
         .map(Status::as_str)
         .collect();
     let mut f = doc! {
-        "_id": id,
+        "_id": id.into(),
         "status": {"$in": predecessors},
         "$or": [
             {"holder": agent},
@@ -73,12 +75,32 @@ impl Jobs {
         lease_id: Option<&str>,
         now: DateTime,
     ) -> mongodb::error::Result<bool> {
+        Ok(self
+            .report_many(agent, &[id], status, lease_id, now)
+            .await?
+            == 1)
+    }
+
+    /// [`Jobs::report`] for the jobs of the messages `ids` at once: one write. Returns how many
+    /// passed the fence; which ones, when not all, is for the caller to find out.
+    pub async fn report_many(
+        &self,
+        agent: ObjectId,
+        ids: &[ObjectId],
+        status: Status,
+        lease_id: Option<&str>,
+        now: DateTime,
+    ) -> mongodb::error::Result<u64> {
         let Some(step) = JobStep::of(status) else {
-            return Ok(false);
+            return Ok(0);
+        };
+        let id: Bson = match ids {
+            [one] => (*one).into(),
+            _ => doc! {"$in": ids}.into(),
         };
         let fence = fence(agent, id, status, lease_id);
-        let passed = match step {
-            JobStep::Finish => self.0.delete_one(fence).await?.deleted_count == 1,
+        Ok(match step {
+            JobStep::Finish => self.0.delete_many(fence).await?.deleted_count,
             JobStep::Advance => {
                 let mut update = doc! {"$set": {"status": status.as_str(), "holder": agent}};
                 if status == Status::Sending {
@@ -87,9 +109,8 @@ impl Jobs {
                         "$unset": {"available_at": ""},
                     };
                 }
-                self.0.update_one(fence, update).await?.matched_count == 1
+                self.0.update_many(fence, update).await?.matched_count
             }
-        };
-        Ok(passed)
+        })
     }
 }

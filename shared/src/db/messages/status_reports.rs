@@ -65,7 +65,7 @@ impl Report<'_> {
     }
 
     /// What the message's document gets when it reaches the reported status.
-    fn update(&self, now: DateTime) -> Document {
+    pub(super) fn update(&self, now: DateTime) -> Document {
         let mut set = doc! {"status": self.status.as_str(), "updated_at": now};
         match self.status {
             Status::Sending => set.insert("sending_at", now),
