@@ -40,7 +40,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Tally> {
     let overrides = [
         ("LONG_POLL_RECHECK_SECONDS", "30"),
         // Jobs leased by a poll whose answer died with A come back soon.
-        ("LEASE_SECONDS", "20"),
+        ("LEASE_SECONDS", "30"),
     ];
     let mut run = Run::start(ctx, &overrides, None, PHONES).await?;
     let port_b = run.stack.start_api_replica().await?;
