@@ -2,6 +2,9 @@
 //! connection goes to the first replica that accepts it, so once a replica dies, its clients'
 //! next requests reach the next one. Connections open to the replica that died break with it.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use anyhow::Context;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -10,6 +13,8 @@ use tokio::task::JoinHandle;
 pub struct Proxy {
     port: u16,
     accept: JoinHandle<()>,
+    /// Connections forwarded to each upstream, in their order.
+    routed: Arc<Vec<AtomicUsize>>,
 }
 
 impl Proxy {
@@ -20,13 +25,17 @@ impl Proxy {
             .await
             .context("binding the proxy")?;
         let port = listener.local_addr()?.port();
+        let routed: Arc<Vec<AtomicUsize>> =
+            Arc::new(upstreams.iter().map(|_| AtomicUsize::new(0)).collect());
+        let counts = routed.clone();
         let accept = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
-                let upstreams = upstreams.clone();
+                let (upstreams, counts) = (upstreams.clone(), counts.clone());
                 tokio::spawn(async move {
-                    for upstream in upstreams {
+                    for (i, upstream) in upstreams.into_iter().enumerate() {
                         if let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", upstream)).await
                         {
+                            counts[i].fetch_add(1, Ordering::Relaxed);
                             let _ =
                                 tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                             return;
@@ -35,7 +44,19 @@ impl Proxy {
                 });
             }
         });
-        Ok(Self { port, accept })
+        Ok(Self {
+            port,
+            accept,
+            routed,
+        })
+    }
+
+    /// How many connections went to each upstream so far, in their order.
+    pub fn routed(&self) -> Vec<usize> {
+        self.routed
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .collect()
     }
 
     pub fn url(&self) -> String {

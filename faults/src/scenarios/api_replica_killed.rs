@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
+use mongodb::bson::doc;
 use sms_testkit::client::is_unreachable;
 use sms_testkit::recipients::{otp_request, pool_request, recipients};
 use sms_testkit::{Api, Behaviour, Phone};
@@ -83,20 +84,39 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Tally> {
         .await,
         "A did not accept {KILL_AFTER} requests"
     );
+    let final_at_kill = run.count(doc! {"status": "DELIVERED"}).await;
     run.stack.kill_api().await;
+    // A is reaped: no connection reaches it any more.
+    let before = front.routed();
+    let killed = Instant::now();
     let (accepted, unanswered) = submitter.await??;
     println!(
-        "  A killed after {KILL_AFTER} of its requests; {} requests accepted, {unanswered} unanswered",
+        "  A killed after {KILL_AFTER} of its requests, {final_at_kill} messages delivered; \
+         {} requests accepted in all, {unanswered} unanswered",
         accepted.len()
     );
     run.accepted.extend(accepted);
     let (db, all) = (run.db.clone(), run.accepted.clone());
     let finished = eventually(180, || count::settled(&db, &all)).await;
+    let took = killed.elapsed();
     stop.store(true, Ordering::Relaxed);
     for p in phones {
         p.await?;
     }
     ensure!(finished, "the phones did not finish the run's messages");
+    let after = front.routed();
+    ensure!(
+        after[1] > before[1],
+        "the front did not turn to B once A was gone: {before:?} then {after:?}"
+    );
+    println!(
+        "  the run's messages final {:.1?} after the kill; {} phone polls cut off; \
+         connections from A's side: {} to A until the kill, {} to B after it",
+        took,
+        run.ledger.poll_errors.load(Ordering::Relaxed),
+        before[0],
+        after[1] - before[1],
+    );
 
     // Every phone now waits on B, and messages submitted through B wake them all.
     quiet(&run, &routes).await;
