@@ -92,8 +92,9 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Tally> {
     let (accepted, unanswered) = submitter.await??;
     println!(
         "  A killed after {KILL_AFTER} of its requests, {final_at_kill} messages delivered; \
-         {} requests accepted in all, {unanswered} unanswered",
-        accepted.len()
+         {} requests accepted in all, {unanswered} unanswered, the last {:.1?} after the kill",
+        accepted.len(),
+        killed.elapsed()
     );
     run.accepted.extend(accepted);
     let (db, all) = (run.db.clone(), run.accepted.clone());
