@@ -10,6 +10,7 @@
 
 mod cli;
 mod count;
+mod proxy;
 mod scenarios;
 mod stack;
 

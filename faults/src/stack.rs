@@ -118,6 +118,8 @@ pub struct Stack {
     pub env: HashMap<String, String>,
     logs: PathBuf,
     api: Option<Child>,
+    /// More API processes, each on a port of its own.
+    replicas: Vec<Child>,
     dispatchers: Vec<Child>,
 }
 
@@ -164,6 +166,7 @@ impl Stack {
             env,
             logs,
             api: None,
+            replicas: Vec::new(),
             dispatchers: Vec::new(),
         }
     }
@@ -193,17 +196,32 @@ impl Stack {
 
     /// Starts the API (optionally with an `SMS_FAULT` crash point) and waits until it listens.
     pub async fn start_api(&mut self, fault: Option<&str>) -> anyhow::Result<()> {
-        let addr = format!("127.0.0.1:{}", self.api_port);
+        let child = self.spawn_api(self.api_port, "api", fault).await?;
+        self.api = Some(child);
+        Ok(())
+    }
+
+    /// Starts one more API process on a port of its own, with the same database and AMQP
+    /// prefix as the first, and waits until it listens; returns its port.
+    pub async fn start_api_replica(&mut self) -> anyhow::Result<u16> {
+        let port = free_port();
+        let name = format!("api-replica{}", self.replicas.len() + 1);
+        let child = self.spawn_api(port, &name, None).await?;
+        self.replicas.push(child);
+        Ok(port)
+    }
+
+    async fn spawn_api(&self, port: u16, name: &str, fault: Option<&str>) -> anyhow::Result<Child> {
+        let addr = format!("127.0.0.1:{port}");
         let mut extra = vec![("HTTP_ADDR", addr.as_str())];
         if let Some(f) = fault {
             extra.push(("SMS_FAULT", f));
         }
-        let child = self.spawn(&self.bins.api.clone(), "api", &extra)?;
-        self.api = Some(child);
-        if !wait_port(self.api_port, 30).await {
-            bail!("sms-api did not start; see {}", self.logs.display());
+        let child = self.spawn(&self.bins.api.clone(), name, &extra)?;
+        if !wait_port(port, 30).await {
+            bail!("{name} did not start; see {}", self.logs.display());
         }
-        Ok(())
+        Ok(child)
     }
 
     /// Waits for the API process to exit by itself (a crash point firing).
@@ -220,6 +238,7 @@ impl Stack {
         }
     }
 
+    /// Kills the first API process (SIGKILL).
     pub async fn kill_api(&mut self) {
         if let Some(mut c) = self.api.take() {
             let _ = c.kill().await;
@@ -250,6 +269,10 @@ impl Stack {
 
     pub async fn stop_all(&mut self) {
         self.kill_api().await;
+        for mut r in self.replicas.drain(..) {
+            let _ = r.kill().await;
+            let _ = r.wait().await;
+        }
         for mut d in self.dispatchers.drain(..) {
             let _ = d.kill().await;
             let _ = d.wait().await;

@@ -20,6 +20,11 @@ use crate::stack::{Stack, JWT_SECRET};
 /// How long a request to the API may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A client of the API at `url`, with the scenarios' request timeout.
+pub fn client(url: &str) -> anyhow::Result<Api> {
+    Api::with_timeout(url, REQUEST_TIMEOUT)
+}
+
 /// Keys that sign (and verify) operator tokens with `secret`.
 pub fn keys(secret: &str) -> JwtKeys {
     JwtKeys::new(&JwtConfig {
@@ -125,7 +130,7 @@ impl Run {
             overrides,
         );
         stack.start_api(api_fault).await?;
-        let api = Api::with_timeout(&stack.api_url(), REQUEST_TIMEOUT)?;
+        let api = client(&stack.api_url())?;
         let operator = operator_token(JWT_SECRET)?;
         let setup = Setup::create(&api, &operator, agents).await?;
         let db = mongodb::Client::with_uri_str(&stack.mongo_uri)
@@ -241,6 +246,37 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     check().await
+}
+
+/// Whether the API behind `api` consumes wakes and RabbitMQ reports at least `dispatchers`
+/// dispatchers on both message queues (bounded).
+pub async fn ready(api: &Api, dispatchers: u64) -> bool {
+    eventually(90, || async {
+        let health = api.text("/health").await.unwrap_or_default();
+        let consuming = serde_json::from_str::<serde_json::Value>(&health)
+            .ok()
+            .and_then(|h| h["dispatchers"].as_u64())
+            .unwrap_or(0);
+        metric(api, "sms_wake_subscribed").await == Some(1.0) && consuming >= dispatchers
+    })
+    .await
+}
+
+/// Waits until `n` long polls wait in the API behind `api`.
+pub async fn wait_for_polls(api: &Api, n: usize) -> anyhow::Result<()> {
+    let waiting = eventually(15, || async {
+        metric(api, "sms_agent_long_polls").await == Some(n as f64)
+    })
+    .await;
+    anyhow::ensure!(waiting, "{n} long polls are not waiting");
+    Ok(())
+}
+
+/// The value of an unlabelled metric of the API behind `api`.
+pub async fn metric(api: &Api, name: &str) -> Option<f64> {
+    let text = api.text("/metrics").await.ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// A connection and channel to the machine's RabbitMQ.

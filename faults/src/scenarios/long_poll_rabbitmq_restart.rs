@@ -9,10 +9,9 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
-use serde_json::Value;
 use sms_testkit::{Behaviour, Phone};
 
-use super::harness::{drill_phone, eventually, Run};
+use super::harness::{drill_phone, ready, wait_for_polls, Run};
 use super::Ctx;
 use crate::count::Tally;
 use crate::stack::rabbitmqctl;
@@ -27,14 +26,14 @@ const PER_PHONE: usize = 20;
 pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Tally> {
     let mut run = Run::start(ctx, &[("LONG_POLL_RECHECK_SECONDS", "30")], None, 2).await?;
     run.stack.start_dispatcher(None)?;
-    ensure!(ready(&run).await, "the API does not consume wakes");
+    ensure!(ready(&run.api, 1).await, "the API does not consume wakes");
     woken_round(&mut run, 0)
         .await
         .context("before the restart")?;
 
     // Phones are long-polling when the broker goes away.
     let during = spawn_polls(&run);
-    wait_for_polls(&run, during.len()).await?;
+    wait_for_polls(&run.api, during.len()).await?;
     rabbitmqctl(&["stop_app"]).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let started = async {
@@ -51,7 +50,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Tally> {
             .context("a long poll open during the restart got no answer")?;
     }
     ensure!(
-        ready(&run).await,
+        ready(&run.api, 1).await,
         "the wake consumer or the dispatcher did not come back after the restart"
     );
     woken_round(&mut run, 10_000)
@@ -85,7 +84,7 @@ fn spawn_polls(run: &Run) -> Vec<tokio::task::JoinHandle<anyhow::Result<usize>>>
 /// expects every poll to come back with jobs within [`WOKEN_WITHIN`].
 async fn woken_round(run: &mut Run, offset: usize) -> anyhow::Result<()> {
     let polls = spawn_polls(run);
-    wait_for_polls(run, polls.len()).await?;
+    wait_for_polls(&run.api, polls.len()).await?;
     let submitted = tokio::time::Instant::now();
     for agent in 0..run.setup.agents.len() {
         run.submit(agent, offset + agent * PER_PHONE, PER_PHONE)
@@ -98,34 +97,4 @@ async fn woken_round(run: &mut Run, offset: usize) -> anyhow::Result<()> {
         ensure!(got > 0, "a long poll came back without its jobs");
     }
     Ok(())
-}
-
-/// Waits until `n` long polls wait in the API.
-async fn wait_for_polls(run: &Run, n: usize) -> anyhow::Result<()> {
-    let waiting = eventually(15, || async {
-        metric(run, "sms_agent_long_polls").await == Some(n as f64)
-    })
-    .await;
-    ensure!(waiting, "{n} long polls are not waiting");
-    Ok(())
-}
-
-/// Whether the API consumes wakes and a dispatcher consumes both message queues (bounded).
-async fn ready(run: &Run) -> bool {
-    eventually(90, || async {
-        let health = run.api.text("/health").await.unwrap_or_default();
-        let dispatchers = serde_json::from_str::<Value>(&health)
-            .ok()
-            .and_then(|h| h["dispatchers"].as_u64())
-            .unwrap_or(0);
-        metric(run, "sms_wake_subscribed").await == Some(1.0) && dispatchers >= 1
-    })
-    .await
-}
-
-/// The value of an unlabelled metric of the API.
-async fn metric(run: &Run, name: &str) -> Option<f64> {
-    let text = run.api.text("/metrics").await.ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }

@@ -9,6 +9,7 @@ mod harness;
 
 mod agent_dies_after_sending;
 mod api_crash_before_publish;
+mod api_replica_killed;
 mod dispatcher_crash_before_ack;
 mod duplicate_pairs;
 mod frozen_agent;
@@ -109,6 +110,11 @@ pub const SCENARIOS: &[Scenario] = &[
         title: "a pool of three phones, one killed mid-run holding leases",
         play: |ctx| Box::pin(pool_phone_killed::run(ctx)),
     },
+    Scenario {
+        slug: "api-replica-killed",
+        title: "two API replicas and two dispatchers, phones long-polling on both, one replica killed mid-run",
+        play: |ctx| Box::pin(api_replica_killed::run(ctx)),
+    },
 ];
 
 /// The row of the scenario named `slug` or numbered `n` (from 1).
@@ -128,11 +134,9 @@ mod tests {
         assert_eq!(find("1"), Some(0));
         assert_eq!(find("rabbitmq-restart"), Some(1));
         assert_eq!(find("hostile-input"), Some(9));
-        assert_eq!(
-            find("long-poll-rabbitmq-restart"),
-            Some(SCENARIOS.len() - 2)
-        );
-        assert_eq!(find("pool-phone-killed"), Some(SCENARIOS.len() - 1));
+        assert_eq!(find("long-poll-rabbitmq-restart"), Some(10));
+        assert_eq!(find("pool-phone-killed"), Some(11));
+        assert_eq!(find("api-replica-killed"), Some(SCENARIOS.len() - 1));
         assert_eq!(
             find(&SCENARIOS.len().to_string()),
             Some(SCENARIOS.len() - 1)
