@@ -31,6 +31,10 @@ case "$AMQP_URL" in
 esac
 log "building release binaries (cargo build --release -p sms-api -p sms-bench)"
 cargo build --release -p sms-api -p sms-bench
+# Copies, so that another build into the shared target folder cannot swap them mid-run.
+mkdir -p "$OUT/bin"
+cp "$BIN/sms-api" "$BIN/sms-bench" "$OUT/bin/"
+BIN="$OUT/bin"
 
 api_pid="" mongo_pid="" prefix="" work=""
 stop() {
@@ -100,7 +104,9 @@ def cell(run, name):
     text = f"{c['median_ms']:.0f}"
     if c.get("ratio") is not None:
         text += f" / {c['plain_median_ms']:.0f} = {c['ratio']:.2f}×"
-    return text + ("" if c["met"] else " **✗**")
+    # The targets are set at 1,000,000 messages.
+    return text + ("" if c["met"] or int(run["messages"]) != 1000000 else " **✗**")
+print("median ms of each call; for a broad list, / the plain find's median = the ratio; ✗: a target missed at 1,000,000\n")
 print("| call | " + " | ".join(f"{int(s):,}" for s in sizes) + " |")
 print("| --- |" + " --- |" * len(sizes))
 for name in names:
