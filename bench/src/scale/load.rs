@@ -281,3 +281,53 @@ async fn recount(db: &Db) -> anyhow::Result<u64> {
         .await?;
     Ok(done.days)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(at: DateTime) -> Message {
+        Message::pending(NewMessage {
+            request_id: ObjectId::new(),
+            api_key_id: Some(ObjectId::new()),
+            client_name: "SafeShop".into(),
+            route: Route::Pinned(ObjectId::new()),
+            template_id: ObjectId::new(),
+            to: number(7, 100),
+            text: workload::text("s000007"),
+            priority_weight: PRIORITY,
+            created_at: at,
+        })
+    }
+
+    #[test]
+    fn settled_messages_carry_what_reports_leave_and_no_job() {
+        let at = DateTime::from_millis(1_795_564_800_000);
+        let agent = ObjectId::new();
+        for (i, status) in [
+            (0, Status::Failed),
+            (10, Status::Sent),
+            (1, Status::Delivered),
+        ] {
+            assert_eq!(final_status(i), status);
+            let m = settled(message(at), agent, status, i);
+            assert_eq!((m.status, m.agent_id, m.attempts), (status, Some(agent), 1));
+            assert!(m.staged && m.published && m.lease_id.is_some());
+            assert!(m.settled_at.unwrap() > at && m.updated_at == m.settled_at.unwrap());
+            assert_eq!(m.failed_at.is_some(), status == Status::Failed);
+            assert_eq!(m.last_error.is_some(), status == Status::Failed);
+            assert_eq!(m.delivered_at.is_some(), status == Status::Delivered);
+            assert!(Job::of(&m, at).is_none(), "a settled message has no job");
+            assert_eq!(stored(&m).unwrap().get_i32("stagings").unwrap(), 1);
+        }
+    }
+
+    #[test]
+    fn numbers_are_e164_and_repeat_across_requests_only() {
+        assert_eq!(number(0, 1_000), "+84900000000");
+        assert_eq!(number(200, 1_000), number(0, 1_000));
+        let one_request: std::collections::HashSet<String> =
+            (0..200).map(|i| number(i, 1_000)).collect();
+        assert_eq!(one_request.len(), 200);
+    }
+}
