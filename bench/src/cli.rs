@@ -25,6 +25,8 @@ pub struct Cli {
 pub enum Command {
     /// Runs simulated phones that lease, "send" and report messages until stopped.
     AgentSim(SimArgs),
+    /// Loads a large message history into a deployment's database and times its reads.
+    Scale(crate::scale::ScaleArgs),
     /// Deletes the RabbitMQ exchanges and queues of an AMQP_PREFIX (used by scripts/bench.sh).
     #[command(hide = true)]
     RemoveAmqp {

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod progress;
 pub mod raw;
 pub mod report;
+pub mod scale;
 pub mod workload;
 
 pub use cli::{BenchArgs, Cli, Command, SimArgs};

@@ -12,6 +12,7 @@ async fn main() -> ExitCode {
     init_logs();
     let result = match cli.command {
         Some(Command::AgentSim(args)) => agent_sim(args).await,
+        Some(Command::Scale(args)) => scale(args).await,
         Some(Command::RemoveAmqp {
             amqp_url,
             amqp_prefix,
@@ -51,6 +52,16 @@ async fn bench(args: sms_bench::BenchArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.json {
         writeln!(out, "figures written to {}", path.display())?;
     }
+    Ok(())
+}
+
+async fn scale(args: sms_bench::scale::ScaleArgs) -> anyhow::Result<()> {
+    let report = sms_bench::scale::run(&args).await?;
+    writeln!(
+        std::io::stdout(),
+        "\nSafeCare SMS at scale\n{}",
+        report.table()
+    )?;
     Ok(())
 }
 
