@@ -11,6 +11,7 @@ pub mod bench;
 pub mod cli;
 pub mod progress;
 pub mod raw;
+pub mod raw_pipeline;
 pub mod report;
 pub mod workload;
 
