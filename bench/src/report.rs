@@ -392,6 +392,33 @@ mod tests {
     }
 
     #[test]
+    fn targets_fail_on_slow_or_missing_otps_and_on_losses() {
+        let mut r = BenchReport {
+            submit_vs_raw_insert: 0.9,
+            lease_vs_raw_find_and_modify: 2.5,
+            pipeline_vs_raw_pipeline: 0.6,
+            otp_p99_ms: 120.0,
+            otp_sent: 10,
+            otp_received: 10,
+            otp_idle_p99_ms: 40.0,
+            otp_idle_sent: 50,
+            otp_idle_received: 50,
+            ..Default::default()
+        };
+        assert!(r.targets().iter().all(|(_, _, met)| *met));
+        r.otp_received = 9;
+        r.lost = 1;
+        let failed: Vec<String> = r
+            .targets()
+            .into_iter()
+            .filter(|(_, _, met)| !met)
+            .map(|(t, _, _)| t)
+            .collect();
+        assert_eq!(failed, ["otp_p99_ms < 500", "lost = 0"]);
+        assert!(r.table().contains("FAIL  lost = 0"));
+    }
+
+    #[test]
     fn json_has_the_documented_keys() {
         let v = serde_json::to_value(BenchReport::default()).unwrap();
         for key in [
