@@ -171,7 +171,8 @@ fn request(t: &OtpTarget, k: usize) -> (String, serde_json::Value) {
 }
 
 /// The OTP agent: long polls until `stop`, noting when each recipient's job arrived, and reports
-/// each poll's jobs `SENT`, then `DELIVERED`.
+/// each poll's jobs `SENT`, then `DELIVERED`, beside its next poll (as a phone that keeps its
+/// long poll open while it sends), so that its own report round trips never delay a lease.
 async fn agent_loop(
     t: OtpTarget,
     ledger: Arc<Ledger>,
@@ -180,9 +181,10 @@ async fn agent_loop(
 ) {
     let label = format!("bench-{}-otp", t.run_id);
     let phone = Phone::new(t.api.clone(), &t.agent_id, &label, &t.token);
+    let mut reporting = tokio::task::JoinSet::new();
     loop {
         let jobs = tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => break,
             r = phone.lease_waiting(&ledger, POLL_LIMIT, WAIT_SECONDS) => r,
         };
         let jobs = match jobs {
@@ -203,24 +205,31 @@ async fn agent_loop(
                 got.entry(j.to.clone()).or_insert(now);
             }
         }
-        let sent: Vec<ReportItem> = jobs.iter().map(|j| ReportItem::of(j, "SENT")).collect();
-        let ok = report(&t.api, &t.token, &ledger, &sent).await;
-        let delivered: Vec<ReportItem> = jobs
-            .iter()
-            .filter(|j| ok.contains(&j.message_id))
-            .map(|j| ReportItem::of(j, "DELIVERED"))
-            .collect();
-        for j in &delivered {
-            ledger.record_sent(&j.message_id);
-        }
-        ledger
-            .sent
-            .fetch_add(delivered.len() as u64, Ordering::Relaxed);
-        let ok = report(&t.api, &t.token, &ledger, &delivered).await;
-        ledger
-            .delivered
-            .fetch_add(ok.len() as u64, Ordering::Relaxed);
+        reporting.spawn(report_both(t.clone(), ledger.clone(), jobs));
+        while reporting.try_join_next().is_some() {}
     }
+    while reporting.join_next().await.is_some() {}
+}
+
+/// Reports `jobs` `SENT`, then those accepted `DELIVERED`.
+async fn report_both(t: OtpTarget, ledger: Arc<Ledger>, jobs: Vec<sms_testkit::client::Job>) {
+    let sent: Vec<ReportItem> = jobs.iter().map(|j| ReportItem::of(j, "SENT")).collect();
+    let ok = report(&t.api, &t.token, &ledger, &sent).await;
+    let delivered: Vec<ReportItem> = jobs
+        .iter()
+        .filter(|j| ok.contains(&j.message_id))
+        .map(|j| ReportItem::of(j, "DELIVERED"))
+        .collect();
+    for j in &delivered {
+        ledger.record_sent(&j.message_id);
+    }
+    ledger
+        .sent
+        .fetch_add(delivered.len() as u64, Ordering::Relaxed);
+    let ok = report(&t.api, &t.token, &ledger, &delivered).await;
+    ledger
+        .delivered
+        .fetch_add(ok.len() as u64, Ordering::Relaxed);
 }
 
 /// Sends a report batch; returns the ids the API accepted (refusals go into the ledger).
