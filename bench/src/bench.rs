@@ -1,17 +1,19 @@
 //! One benchmark run against a live deployment.
 //!
-//! Phases, in order: set-up through the API (API key, approved template, agents); the raw
-//! database yardsticks; submission of every message by concurrent API clients; waiting until the
+//! Phases, in order: set-up through the API (API key, approved template, agents, the OTP agent);
+//! the raw database yardsticks (`raw`, `raw_pipeline`); OTPs with nothing else going on
+//! (`otp`); submission of every message by concurrent API clients; waiting until the
 //! dispatchers staged them all; simulated agents leasing and reporting until every message is
-//! final; then the database is checked for lost and duplicated messages. Agents start once
-//! staging is complete, so that each phase is timed on its own.
+//! final (agents start once staging is complete, so that each of these phases is timed on its
+//! own); the pipeline under load with OTPs beside it (`pipeline`): a fresh N messages, agents
+//! long-polling from the start; then the database is checked for lost and duplicated messages
+//! of all phases (`verify`).
 
-use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
-use futures::{StreamExt, TryStreamExt};
-use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
+use futures::StreamExt;
+use mongodb::bson::{doc, oid::ObjectId, Document};
 use mongodb::Collection;
 use secrecy::SecretString;
 use sms_shared::auth::JwtKeys;
@@ -20,10 +22,11 @@ use sms_testkit::{Api, Behaviour, Ledger, Phone};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{required, BenchArgs};
+use crate::otp::{self, OtpAgent, OtpTarget};
 use crate::progress::Progress;
-use crate::raw;
 use crate::report::{percentile, rate, BenchReport};
 use crate::workload::{self, RequestPlan};
+use crate::{pipeline, raw, raw_pipeline, verify};
 
 /// Most jobs the API hands out per poll.
 const MAX_POLL_LIMIT: usize = 100;
@@ -31,11 +34,13 @@ const MAX_POLL_LIMIT: usize = 100;
 const COUNT_EVERY: Duration = Duration::from_millis(250);
 
 /// What the set-up created through the API.
-struct Fixture {
-    api_key: String,
-    template_id: String,
+pub struct Fixture {
+    pub api_key: String,
+    pub template_id: String,
     /// `(agent_id, agent_token)` per simulated agent.
-    agents: Vec<(ObjectId, String)>,
+    pub agents: Vec<(ObjectId, String)>,
+    /// The agent the OTPs are pinned to.
+    pub otp_agent: (ObjectId, String),
 }
 
 /// Runs the benchmark and returns its figures (also written to `--json` when given).
@@ -76,6 +81,33 @@ pub async fn run(args: &BenchArgs, progress: &Progress) -> anyhow::Result<BenchR
     report.raw_find_and_modify_seconds = figures.find_and_modify.as_secs_f64();
     report.raw_insert_msgs_per_s = rate(report.messages, report.raw_insert_seconds);
     report.raw_find_and_modify_per_s = rate(figures.leased, report.raw_find_and_modify_seconds);
+    let piped = raw_pipeline::run(&db, &run_id, &plans, args.clients, &agent_ids, progress).await?;
+    report.raw_pipeline_seconds = piped.elapsed.as_secs_f64();
+    report.raw_pipeline_msgs_per_s = rate(piped.messages, report.raw_pipeline_seconds);
+    report.raw_pipeline_delivered = piped.delivered;
+    report.raw_pipeline_indexes = [piped.indexes.0, piped.indexes.1, piped.indexes.2];
+
+    // OTPs with nothing else going on, to an agent that long-polls until the end of the run.
+    let otp_target = OtpTarget {
+        api: api.clone(),
+        api_key: fixture.api_key.clone(),
+        template_id: fixture.template_id.clone(),
+        agent_id: fixture.otp_agent.0.to_hex(),
+        token: fixture.otp_agent.1.clone(),
+        run_id: run_id.clone(),
+    };
+    let otp_ledger = Ledger::new();
+    let otp_agent = OtpAgent::start(&otp_target, otp_ledger.clone()).await;
+    let idle_for = otp::EVERY * otp::IDLE_COUNT as u32 - otp::EVERY / 2;
+    let idle = otp::measure(
+        &otp_target,
+        &otp_agent,
+        0,
+        tokio::time::sleep(idle_for),
+        Duration::from_secs(30),
+    )
+    .await?;
+    report.set_otp_idle(&idle);
 
     let messages: Collection<Document> = db.collection("sms_messages");
     let of_run = doc! {"agent_id": {"$in": &agent_ids}};
@@ -112,7 +144,7 @@ pub async fn run(args: &BenchArgs, progress: &Progress) -> anyhow::Result<BenchR
     }
 
     // Leasing and reporting.
-    let targets = agent_targets(&messages, &plans, &agent_ids).await?;
+    let targets = verify::agent_targets(&messages, &plans, &agent_ids).await?;
     let ledger = Ledger::new();
     let lease_bar = progress.bar("leased + reported", targets.iter().sum());
     let stop = CancellationToken::new();
@@ -173,36 +205,32 @@ pub async fn run(args: &BenchArgs, progress: &Progress) -> anyhow::Result<BenchR
         .load(std::sync::atomic::Ordering::Relaxed);
     report.report_rejections = ledger.rejections();
 
-    // What the database says.
-    report.status_counts = status_counts(&messages, of_run.clone()).await?;
-    let count = |s: &str| report.status_counts.get(s).copied().unwrap_or(0);
-    report.delivered = count("DELIVERED");
-    report.failed = count("FAILED");
-    report.canceled = count("CANCELED");
-    let total: u64 = report.status_counts.values().sum();
-    ensure!(
-        total >= report.accepted,
-        "only {total} of {} accepted messages are in the database",
-        report.accepted
-    );
-    report.lost = report
-        .accepted
-        .saturating_sub(report.delivered + report.failed + report.canceled);
-    let by_agents: HashSet<String> = ledger.duplicated().into_iter().collect();
-    let mut multi = of_run.clone();
-    multi.insert("attempts", doc! {"$gt": 1});
-    let by_db: HashSet<String> = messages
-        .find(multi)
-        .projection(doc! {"_id": 1})
-        .await?
-        .try_collect::<Vec<Document>>()
-        .await?
-        .iter()
-        .filter_map(|d| d.get_object_id("_id").ok().map(|id| id.to_hex()))
-        .collect();
-    report.duplicated_by_agents = by_agents.len() as u64;
-    report.db_leased_more_than_once = by_db.len() as u64;
-    report.duplicated = by_agents.union(&by_db).count() as u64;
+    // The pipeline under load, with OTPs while its bulk is submitted and staged.
+    let bulk = pipeline::shifted(&plans, args.messages);
+    let piped = pipeline::run(
+        &api,
+        &fixture,
+        &run_id,
+        &bulk,
+        args,
+        &messages,
+        of_run.clone(),
+        &otp_target,
+        &otp_agent,
+        progress,
+    )
+    .await?;
+    otp_agent.stop().await?;
+    report.set_pipeline(&piped);
+    report.set_otp_busy(&piped.otp);
+
+    // What the database says about every message of the run.
+    let mut everyone = agent_ids.clone();
+    everyone.push(fixture.otp_agent.0);
+    let accepted = report.accepted + piped.accepted + idle.accepted + piped.otp.accepted;
+    let ledgers = [&*ledger, &*piped.ledger, &*otp_ledger];
+    let all = doc! {"agent_id": {"$in": &everyone}};
+    verify::check(&messages, all, accepted, &ledgers, &mut report).await?;
 
     report.compute_ratios();
     if let Some(path) = &args.json {
@@ -242,21 +270,28 @@ async fn set_up(api: &Api, jwt: &str, run_id: &str, args: &BenchArgs) -> anyhow:
             .with_context(|| format!("agent id {}", agent.agent_id))?;
         agents.push((id, agent.agent_token));
     }
+    let device = format!("bench-{run_id}-otp");
+    let agent = api
+        .register_agent(&device, &device, secret.as_deref())
+        .await?;
+    let id = ObjectId::parse_str(&agent.agent_id)
+        .with_context(|| format!("agent id {}", agent.agent_id))?;
     Ok(Fixture {
         api_key,
         template_id,
         agents,
+        otp_agent: (id, agent.agent_token),
     })
 }
 
-struct Submitted {
-    elapsed: Duration,
-    accepted: u64,
-    latencies_ms: Vec<f64>,
+pub struct Submitted {
+    pub elapsed: Duration,
+    pub accepted: u64,
+    pub latencies_ms: Vec<f64>,
 }
 
 /// Sends every planned request, `clients` at a time.
-async fn submit(
+pub async fn submit(
     api: &Api,
     fixture: &Fixture,
     run_id: &str,
@@ -312,10 +347,10 @@ async fn submit(
     })
 }
 
-struct StageFigures {
-    elapsed: Duration,
-    staged: u64,
-    complete: bool,
+pub struct StageFigures {
+    pub elapsed: Duration,
+    pub staged: u64,
+    pub complete: bool,
 }
 
 /// Waits until none of the run's `accepted` messages is still pending unstaged (each is staged
@@ -323,7 +358,7 @@ struct StageFigures {
 ///
 /// Counting scans many documents, so it is spaced to keep the counting below about a tenth of
 /// the database's time: the watcher must not slow down the staging it measures.
-async fn wait_staged(
+pub async fn wait_staged(
     messages: &Collection<Document>,
     of_run: Document,
     accepted: u64,
@@ -348,62 +383,6 @@ async fn wait_staged(
             });
         }
         tokio::time::sleep((took * 10).max(COUNT_EVERY)).await;
-    }
-}
-
-/// Messages each agent has to make final: its share, less those canceled at staging.
-async fn agent_targets(
-    messages: &Collection<Document>,
-    plans: &[RequestPlan],
-    agents: &[ObjectId],
-) -> anyhow::Result<Vec<u64>> {
-    let mut targets = vec![0u64; agents.len()];
-    for p in plans {
-        targets[p.agent] += p.messages.len() as u64;
-    }
-    let mut cursor = messages
-        .aggregate(vec![
-            doc! {"$match": {"agent_id": {"$in": agents}, "status": "CANCELED"}},
-            doc! {"$group": {"_id": "$agent_id", "n": {"$sum": 1}}},
-        ])
-        .await?;
-    while let Some(d) = cursor.try_next().await? {
-        if let Some(i) = d
-            .get_object_id("_id")
-            .ok()
-            .and_then(|id| agents.iter().position(|a| *a == id))
-        {
-            targets[i] = targets[i].saturating_sub(number(d.get("n")));
-        }
-    }
-    Ok(targets)
-}
-
-/// Messages matching `filter` by status.
-async fn status_counts(
-    messages: &Collection<Document>,
-    filter: Document,
-) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
-    let mut cursor = messages
-        .aggregate(vec![
-            doc! {"$match": filter},
-            doc! {"$group": {"_id": "$status", "n": {"$sum": 1}}},
-        ])
-        .await?;
-    let mut out = std::collections::BTreeMap::new();
-    while let Some(d) = cursor.try_next().await? {
-        let status = d.get_str("_id").unwrap_or("?").to_owned();
-        out.insert(status, number(d.get("n")));
-    }
-    Ok(out)
-}
-
-fn number(v: Option<&Bson>) -> u64 {
-    match v {
-        Some(Bson::Int32(n)) => (*n).max(0) as u64,
-        Some(Bson::Int64(n)) => (*n).max(0) as u64,
-        Some(Bson::Double(n)) => n.max(0.0) as u64,
-        _ => 0,
     }
 }
 

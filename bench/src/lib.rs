@@ -9,10 +9,14 @@
 pub mod agent_sim;
 pub mod bench;
 pub mod cli;
+pub mod otp;
+pub mod pipeline;
 pub mod progress;
 pub mod raw;
+pub mod raw_pipeline;
 pub mod report;
 pub mod scale;
+pub mod verify;
 pub mod workload;
 
 pub use cli::{BenchArgs, Cli, Command, SimArgs};

@@ -59,7 +59,7 @@ async fn measure(
     agents: &[ObjectId],
     progress: &Progress,
 ) -> anyhow::Result<RawFigures> {
-    let indexes = copy_indexes(db, scratch).await?;
+    let indexes = copy_indexes(db, "sms_messages", scratch, vec![lease_index()]).await?;
     let n = batches.iter().sum();
     let docs = documents(run_id, batches, agents);
 
@@ -86,11 +86,7 @@ async fn measure(
     drop(docs);
 
     scratch
-        .create_index(
-            IndexModel::builder()
-                .keys(doc! {"agent_id": 1, "staged": 1, "status": 1, "priority_weight": -1, "created_at": 1})
-                .build(),
-        )
+        .create_index(lease_index())
         .await
         .context("creating the lease loop's index")?;
     let bar = progress.bar("raw find_and_modify", n as u64);
@@ -131,21 +127,31 @@ async fn measure(
     })
 }
 
-/// Gives `scratch` the secondary indexes of `sms_messages` (at least one); returns how many it
-/// has.
-async fn copy_indexes(db: &Database, scratch: &Collection<Message>) -> anyhow::Result<usize> {
-    let real: Collection<Document> = db.collection("sms_messages");
+/// The naive lease loop's index on message documents.
+fn lease_index() -> IndexModel {
+    IndexModel::builder()
+        .keys(
+            doc! {"agent_id": 1, "staged": 1, "status": 1, "priority_weight": -1, "created_at": 1},
+        )
+        .build()
+}
+
+/// Gives `scratch` the secondary indexes of the collection `source` (`fallback` when it has
+/// none, e.g. before the service created them); returns how many it has.
+pub(crate) async fn copy_indexes<T: Send + Sync>(
+    db: &Database,
+    source: &str,
+    scratch: &Collection<T>,
+    fallback: Vec<IndexModel>,
+) -> anyhow::Result<usize> {
+    let real: Collection<Document> = db.collection(source);
     let mut models: Vec<IndexModel> = match real.list_indexes().await {
         Ok(cursor) => cursor.try_collect().await.unwrap_or_default(),
         Err(_) => Vec::new(),
     };
     models.retain(|m| m.keys != doc! {"_id": 1});
     if models.is_empty() {
-        models.push(
-            IndexModel::builder()
-                .keys(doc! {"agent_id": 1, "staged": 1, "status": 1, "priority_weight": -1, "created_at": 1})
-                .build(),
-        );
+        models = fallback;
     }
     for m in &mut models {
         // Only keys and the options that shape the index; server bookkeeping stays behind.

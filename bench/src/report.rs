@@ -4,8 +4,13 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
+use std::sync::atomic::Ordering;
+
 use anyhow::Context;
 use serde::Serialize;
+
+use crate::otp::OtpFigures;
+use crate::pipeline::PipelineFigures;
 
 /// Figures of one benchmark run. Rates are messages (or jobs) per second over the phase's wall
 /// time; see `BENCHMARKS.md` for what each phase covers.
@@ -37,6 +42,19 @@ pub struct BenchReport {
     /// `lease_jobs_per_s / raw_find_and_modify_per_s`.
     pub lease_vs_raw_find_and_modify: f64,
 
+    /// Every write one message needs, done directly in the run's batches (`raw_pipeline`).
+    pub raw_pipeline_msgs_per_s: f64,
+    /// A fresh N messages, first `POST` to last final report, agents long-polling throughout.
+    pub pipeline_msgs_per_s: f64,
+    /// `pipeline_msgs_per_s / raw_pipeline_msgs_per_s`.
+    pub pipeline_vs_raw_pipeline: f64,
+    /// `POST` to lease of OTPs with nothing else going on.
+    pub otp_idle_p50_ms: f64,
+    pub otp_idle_p99_ms: f64,
+    /// `POST` to lease of OTPs while the pipeline's bulk is submitted and staged.
+    pub otp_p50_ms: f64,
+    pub otp_p99_ms: f64,
+
     pub raw_insert_seconds: f64,
     pub raw_find_and_modify_seconds: f64,
     /// Secondary indexes on the scratch collection (copied from `sms_messages`).
@@ -47,6 +65,28 @@ pub struct BenchReport {
     pub submit_max_ms: f64,
     pub stage_seconds: f64,
     pub lease_seconds: f64,
+    pub raw_pipeline_seconds: f64,
+    /// Scratch messages `DELIVERED` at the end of the raw pipeline (all N when it worked).
+    pub raw_pipeline_delivered: u64,
+    /// Secondary indexes on the raw pipeline's scratch messages, jobs and dedup collections.
+    pub raw_pipeline_indexes: [usize; 3],
+    pub pipeline_accepted: u64,
+    /// Pipeline messages the agents made final.
+    pub pipeline_finished: u64,
+    pub pipeline_seconds: f64,
+    pub pipeline_submit_seconds: f64,
+    /// First `POST` of the pipeline until none of its messages was left unstaged.
+    pub pipeline_stage_seconds: f64,
+    pub pipeline_polls: u64,
+    pub pipeline_empty_polls: u64,
+    pub otp_idle_sent: u64,
+    pub otp_idle_received: u64,
+    pub otp_idle_max_ms: f64,
+    pub otp_sent: u64,
+    pub otp_received: u64,
+    pub otp_max_ms: f64,
+    /// Messages accepted over all phases (wave one, pipeline, OTPs): what `lost` counts from.
+    pub accepted_total: u64,
 
     pub delivered: u64,
     pub failed: u64,
@@ -99,6 +139,94 @@ impl BenchReport {
         self.submit_vs_raw_insert = ratio(self.submit_msgs_per_s, self.raw_insert_msgs_per_s);
         self.lease_vs_raw_find_and_modify =
             ratio(self.lease_jobs_per_s, self.raw_find_and_modify_per_s);
+        self.pipeline_vs_raw_pipeline =
+            ratio(self.pipeline_msgs_per_s, self.raw_pipeline_msgs_per_s);
+    }
+
+    /// The figures of the OTPs sent with nothing else going on.
+    pub fn set_otp_idle(&mut self, f: &OtpFigures) {
+        self.otp_idle_sent = f.accepted;
+        self.otp_idle_received = f.received;
+        self.otp_idle_p50_ms = percentile(&f.latencies_ms, 0.50);
+        self.otp_idle_p99_ms = percentile(&f.latencies_ms, 0.99);
+        self.otp_idle_max_ms = f.latencies_ms.iter().copied().fold(0.0, f64::max);
+    }
+
+    /// The figures of the OTPs sent while the pipeline's bulk was submitted and staged.
+    pub fn set_otp_busy(&mut self, f: &OtpFigures) {
+        self.otp_sent = f.accepted;
+        self.otp_received = f.received;
+        self.otp_p50_ms = percentile(&f.latencies_ms, 0.50);
+        self.otp_p99_ms = percentile(&f.latencies_ms, 0.99);
+        self.otp_max_ms = f.latencies_ms.iter().copied().fold(0.0, f64::max);
+    }
+
+    /// The figures of the pipeline phase.
+    pub fn set_pipeline(&mut self, p: &PipelineFigures) {
+        self.pipeline_accepted = p.accepted;
+        self.pipeline_finished = p.finished;
+        self.pipeline_seconds = p.elapsed.as_secs_f64();
+        self.pipeline_msgs_per_s = rate(p.finished, self.pipeline_seconds);
+        self.pipeline_submit_seconds = p.submit.as_secs_f64();
+        self.pipeline_stage_seconds = p.staged.as_secs_f64();
+        self.pipeline_polls = p.ledger.polls.load(Ordering::Relaxed);
+        self.pipeline_empty_polls = p.ledger.empty_polls.load(Ordering::Relaxed);
+        if let Some(t) = &p.timed_out {
+            let before = self.timed_out.take();
+            self.timed_out = Some(before.map_or(t.clone(), |b| format!("{b}; {t}")));
+        }
+    }
+
+    /// Each target of the issue, met or not: `(target, result, met)`.
+    pub fn targets(&self) -> Vec<(String, String, bool)> {
+        let otps_all = |sent: u64, got: u64| {
+            if got < sent {
+                format!(" ({} of {sent} never leased)", sent - got)
+            } else {
+                String::new()
+            }
+        };
+        vec![
+            (
+                "submit >= 0.5 x raw insert".into(),
+                format!("{:.2}", self.submit_vs_raw_insert),
+                self.submit_vs_raw_insert >= 0.5,
+            ),
+            (
+                "lease >= 2 x raw find_and_modify".into(),
+                format!("{:.2}", self.lease_vs_raw_find_and_modify),
+                self.lease_vs_raw_find_and_modify >= 2.0,
+            ),
+            (
+                "pipeline >= 0.5 x raw pipeline".into(),
+                format!("{:.2}", self.pipeline_vs_raw_pipeline),
+                self.pipeline_vs_raw_pipeline >= 0.5,
+            ),
+            (
+                "otp_p99_ms < 500".into(),
+                format!(
+                    "{:.0}{}",
+                    self.otp_p99_ms,
+                    otps_all(self.otp_sent, self.otp_received)
+                ),
+                self.otp_p99_ms < 500.0 && self.otp_received >= self.otp_sent,
+            ),
+            (
+                "otp_idle_p99_ms < 100".into(),
+                format!(
+                    "{:.0}{}",
+                    self.otp_idle_p99_ms,
+                    otps_all(self.otp_idle_sent, self.otp_idle_received)
+                ),
+                self.otp_idle_p99_ms < 100.0 && self.otp_idle_received >= self.otp_idle_sent,
+            ),
+            ("lost = 0".into(), self.lost.to_string(), self.lost == 0),
+            (
+                "duplicated = 0".into(),
+                self.duplicated.to_string(),
+                self.duplicated == 0,
+            ),
+        ]
     }
 
     pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
@@ -158,6 +286,44 @@ impl BenchReport {
         );
         row("end to end", format!("{:.2} s", self.e2e_seconds), "");
         row(
+            "raw pipeline (all writes)",
+            format!("{:.0}/s", self.raw_pipeline_msgs_per_s),
+            &format!(
+                "{:.2} s, {} delivered",
+                self.raw_pipeline_seconds, self.raw_pipeline_delivered
+            ),
+        );
+        row(
+            "pipeline (long-polling)",
+            format!("{:.0}/s", self.pipeline_msgs_per_s),
+            &format!(
+                "{:.2} s, {} final; submitted in {:.2} s, staged in {:.2} s",
+                self.pipeline_seconds,
+                self.pipeline_finished,
+                self.pipeline_submit_seconds,
+                self.pipeline_stage_seconds
+            ),
+        );
+        row(
+            "OTP idle p50 / p99",
+            format!(
+                "{:.0} / {:.0} ms",
+                self.otp_idle_p50_ms, self.otp_idle_p99_ms
+            ),
+            &format!(
+                "{} of {} leased, max {:.0} ms",
+                self.otp_idle_received, self.otp_idle_sent, self.otp_idle_max_ms
+            ),
+        );
+        row(
+            "OTP under bulk p50 / p99",
+            format!("{:.0} / {:.0} ms", self.otp_p50_ms, self.otp_p99_ms),
+            &format!(
+                "{} of {} leased, max {:.0} ms",
+                self.otp_received, self.otp_sent, self.otp_max_ms
+            ),
+        );
+        row(
             "submit / raw insert",
             format!("{:.2}", self.submit_vs_raw_insert),
             "target >= 0.5",
@@ -166,6 +332,11 @@ impl BenchReport {
             "lease / raw find_and_modify",
             format!("{:.2}", self.lease_vs_raw_find_and_modify),
             "target >= 2",
+        );
+        row(
+            "pipeline / raw pipeline",
+            format!("{:.2}", self.pipeline_vs_raw_pipeline),
+            "target >= 0.5",
         );
         row("lost", self.lost.to_string(), "target 0");
         row("duplicated", self.duplicated.to_string(), "target 0");
@@ -183,6 +354,11 @@ impl BenchReport {
         }
         if let Some(t) = &self.timed_out {
             row("timed out", String::new(), t);
+        }
+        let _ = writeln!(out, "\nTargets");
+        for (target, result, met) in self.targets() {
+            let verdict = if met { "PASS" } else { "FAIL" };
+            let _ = writeln!(out, "  {verdict}  {target:<34} {result}");
         }
         out
     }
@@ -216,6 +392,33 @@ mod tests {
     }
 
     #[test]
+    fn targets_fail_on_slow_or_missing_otps_and_on_losses() {
+        let mut r = BenchReport {
+            submit_vs_raw_insert: 0.9,
+            lease_vs_raw_find_and_modify: 2.5,
+            pipeline_vs_raw_pipeline: 0.6,
+            otp_p99_ms: 120.0,
+            otp_sent: 10,
+            otp_received: 10,
+            otp_idle_p99_ms: 40.0,
+            otp_idle_sent: 50,
+            otp_idle_received: 50,
+            ..Default::default()
+        };
+        assert!(r.targets().iter().all(|(_, _, met)| *met));
+        r.otp_received = 9;
+        r.lost = 1;
+        let failed: Vec<String> = r
+            .targets()
+            .into_iter()
+            .filter(|(_, _, met)| !met)
+            .map(|(t, _, _)| t)
+            .collect();
+        assert_eq!(failed, ["otp_p99_ms < 500", "lost = 0"]);
+        assert!(r.table().contains("FAIL  lost = 0"));
+    }
+
+    #[test]
     fn json_has_the_documented_keys() {
         let v = serde_json::to_value(BenchReport::default()).unwrap();
         for key in [
@@ -231,6 +434,13 @@ mod tests {
             "duplicated",
             "submit_vs_raw_insert",
             "lease_vs_raw_find_and_modify",
+            "raw_pipeline_msgs_per_s",
+            "pipeline_msgs_per_s",
+            "pipeline_vs_raw_pipeline",
+            "otp_idle_p50_ms",
+            "otp_idle_p99_ms",
+            "otp_p50_ms",
+            "otp_p99_ms",
         ] {
             assert!(v.get(key).is_some(), "{key}");
         }

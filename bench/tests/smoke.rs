@@ -98,7 +98,7 @@ async fn a_small_run_loses_and_duplicates_nothing_and_reports_every_figure() {
     ])
     .expect("bench options");
     let outcome = tokio::time::timeout(
-        Duration::from_secs(90),
+        Duration::from_secs(240),
         sms_bench::bench::run(&cli.bench, &Progress::hidden()),
     )
     .await;
@@ -115,7 +115,7 @@ async fn a_small_run_loses_and_duplicates_nothing_and_reports_every_figure() {
         .await
         .unwrap()
         .into_iter()
-        .filter(|c| c.starts_with("bench_scratch"))
+        .filter(|c| c.starts_with("bench_scratch") || c.starts_with("bench_pipe"))
         .count();
     let _ = sms_testkit::cleanup::drop_database(&mongo_uri(), &db_name).await;
     let _ = sms_testkit::cleanup::remove_amqp(&amqp_url(), &prefix).await;
@@ -131,10 +131,25 @@ async fn a_small_run_loses_and_duplicates_nothing_and_reports_every_figure() {
     assert_eq!(report.lost, 0, "{}", report.table());
     assert_eq!(report.duplicated, 0, "{}", report.table());
     assert_eq!(report.accepted, 300);
-    assert_eq!(report.delivered, 300, "{}", report.table());
+    assert_eq!(report.pipeline_accepted, 300);
+    assert_eq!(report.pipeline_finished, 300, "{}", report.table());
+    assert_eq!(
+        report.raw_pipeline_delivered, 300,
+        "every raw pipeline step matched"
+    );
+    assert_eq!(report.otp_idle_received, report.otp_idle_sent);
+    assert_eq!(report.otp_received, report.otp_sent);
+    assert!(report.otp_idle_sent >= 40 && report.otp_sent > 0);
+    assert!(report.accepted_total >= 600 + report.otp_idle_sent);
+    assert_eq!(
+        report.delivered,
+        report.accepted_total,
+        "{}",
+        report.table()
+    );
     assert_eq!(report.report_errors, 0, "{:?}", report.report_rejections);
     assert!(report.timed_out.is_none(), "{:?}", report.timed_out);
-    assert_eq!(scratch_left, 0, "the scratch collection is dropped");
+    assert_eq!(scratch_left, 0, "the scratch collections are dropped");
     for key in [
         "raw_insert_msgs_per_s",
         "raw_find_and_modify_per_s",
@@ -146,6 +161,13 @@ async fn a_small_run_loses_and_duplicates_nothing_and_reports_every_figure() {
         "e2e_seconds",
         "submit_vs_raw_insert",
         "lease_vs_raw_find_and_modify",
+        "raw_pipeline_msgs_per_s",
+        "pipeline_msgs_per_s",
+        "pipeline_vs_raw_pipeline",
+        "otp_idle_p50_ms",
+        "otp_idle_p99_ms",
+        "otp_p50_ms",
+        "otp_p99_ms",
     ] {
         let v = written[key]
             .as_f64()
