@@ -10,8 +10,8 @@
 //! 2. the anti-dup claim: `insert_many` (unordered) of one `dedup` claim per message (the
 //!    `to + text` digest as `_id`), as the dispatcher's `Dedup::claim_many` does;
 //! 3. the staging update: `insert_many` (unordered) of the jobs (`Job::of` each message), then
-//!    one `update_many` by `_id $in` marking the messages staged (and counting the staging) —
-//!    the service does that last step in two (`count_stagings`, `mark_staged`);
+//!    one `update_many` by `_id $in` marking the messages staged (and counting the staging), as
+//!    the dispatcher's `stage_inserted` does;
 //! 4. the lease update: one `update_many` on the jobs by `_id $in` under the lease fence
 //!    (lanes, `available_at <= now`) setting the lease, then one `update_many` on the messages
 //!    recording it (`ASSIGNED`, agent, lease, attempts);

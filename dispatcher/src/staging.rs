@@ -5,9 +5,10 @@
 //! 2. Claim the anti-dup key (`to + text`) of each pending, unstaged message (`db::dedup`).
 //! 3. Winners: insert their jobs into `sms_jobs` (one unordered `insert_many`; a job that exists
 //!    already was inserted by an earlier delivery), wake the agents of the jobs inserted now
-//!    (they are leasable from that moment), count the insertions on the messages (`stagings`),
-//!    then mark the messages staged and published. The job comes first, so a crash in between
-//!    leaves a job whose message the redelivered event marks.
+//!    (they are leasable from that moment), then mark their messages staged and published and
+//!    count the insertion on them (`stagings`) in one write; messages whose job an earlier
+//!    delivery inserted are only marked. The job comes first, so a crash in between leaves a
+//!    job whose message the redelivered event marks.
 //! 4. Losers: cancelled as `DUPLICATE_RECENT` (unless an earlier delivery had already given
 //!    them a job: then they were winners), and counted `PENDING → CANCELED`.
 //!
@@ -133,15 +134,16 @@ impl Dispatcher {
                 .flat_map(|j| j.lanes.iter().cloned())
                 .collect(),
         );
-        let counted = self.db.messages.count_stagings(&inserted).await;
-        let ids: Vec<ObjectId> = won
+        let counted = self.db.messages.stage_inserted(&inserted, now).await;
+        let rest: Vec<ObjectId> = won
             .iter()
             .map(|(_, _, id)| *id)
+            .filter(|id| !new.contains(id))
             .chain(unmarked.iter().map(|(_, id)| *id))
             .collect();
         let marked = match (failed, counted) {
             (Some(e), _) | (None, Err(e)) => Err(e),
-            (None, Ok(())) => self.db.messages.mark_staged(&ids, now).await,
+            (None, Ok(())) => self.db.messages.mark_staged(&rest, now).await,
         };
         let positions = won
             .iter()

@@ -262,7 +262,7 @@ async fn insert_live(db: &Db, owner: &Owner, args: &ScaleArgs, now: i64) -> anyh
     if let Some(e) = failed {
         return Err(e).context("staging the live jobs");
     }
-    db.messages.count_stagings(&inserted).await?;
+    db.messages.stage_inserted(&inserted, staged).await?;
     Ok(requests.len())
 }
 

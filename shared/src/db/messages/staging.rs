@@ -10,19 +10,33 @@ use crate::db::stats::Transition;
 use crate::domain::status::Status;
 
 impl Messages {
-    /// Counts one staging on each message whose job was inserted now. `stagings` above 1 means
-    /// a message got a job twice, which the fault scenarios count as "staged twice".
-    pub async fn count_stagings(&self, ids: &[ObjectId]) -> mongodb::error::Result<()> {
+    /// Marks the messages whose jobs were inserted now as staged and published, and counts the
+    /// staging on them (`stagings`) in the same write. `stagings` above 1 means a message got a
+    /// job twice, which the fault scenarios count as "staged twice". A message another dispatcher
+    /// marked first (it handled the same event, and its job insert came second) takes this
+    /// dispatcher's time.
+    pub async fn stage_inserted(
+        &self,
+        ids: &[ObjectId],
+        now: DateTime,
+    ) -> mongodb::error::Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
         self.0
-            .update_many(doc! {"_id": {"$in": ids}}, doc! {"$inc": {"stagings": 1}})
+            .update_many(
+                doc! {"_id": {"$in": ids}, "status": {"$ne": Status::Canceled.as_str()}},
+                doc! {
+                    "$inc": {"stagings": 1},
+                    "$set": {"staged": true, "staged_at": now, "updated_at": now, "published": true},
+                },
+            )
             .await
             .map(|_| ())
     }
 
-    /// Marks messages whose jobs exist as staged and published. A phone may already have
+    /// Marks messages whose jobs exist (inserted by an earlier delivery of their event) as
+    /// staged and published. A phone may already have
     /// leased or even sent one (the job comes first), so any status but `CANCELED` is marked.
     /// Idempotent: returns how many were marked now.
     pub async fn mark_staged(
