@@ -9,9 +9,10 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
+use mongodb::bson::doc;
 use sms_testkit::{Behaviour, Phone};
 
-use super::harness::{drill_phone, ready, wait_for_polls, Run};
+use super::harness::{drill_phone, eventually, ready, wait_for_polls, Run};
 use super::Ctx;
 use crate::count::Tally;
 use crate::stack::rabbitmqctl;
@@ -96,5 +97,26 @@ async fn woken_round(run: &mut Run, offset: usize) -> anyhow::Result<()> {
             .context("a waiting phone was not woken")???;
         ensure!(got > 0, "a long poll came back without its jobs");
     }
+    take_the_rest(run).await
+}
+
+/// A woken poll takes what was staged when it woke; the phones take the rest of the round (the
+/// dispatcher may stage a request's events in several batches), so that the next long polls
+/// find nothing and wait.
+async fn take_the_rest(run: &Run) -> anyhow::Result<()> {
+    let phones: Vec<Phone> = run
+        .setup
+        .agents
+        .iter()
+        .map(|(agent, token)| Phone::new(run.api.clone(), agent, &format!("{agent}-rest"), token))
+        .collect();
+    let all_leased = eventually(30, || async {
+        for phone in &phones {
+            let _ = phone.poll_once(&drill_phone(), &run.ledger).await;
+        }
+        run.count(doc! {"status": "PENDING"}).await == 0
+    })
+    .await;
+    ensure!(all_leased, "the round's messages were not all leased");
     Ok(())
 }
