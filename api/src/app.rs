@@ -44,7 +44,6 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         client_writes: Default::default(),
         hash_gate: crate::login_guard::HashGate::per_core(),
         wake: Default::default(),
-        bulk_writes: Default::default(),
         config,
     }))
 }

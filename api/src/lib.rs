@@ -4,7 +4,6 @@
 pub mod app;
 pub mod auth;
 pub mod background;
-pub mod bulk_gate;
 pub mod commands;
 pub mod config;
 pub mod error;

@@ -10,7 +10,6 @@ use sms_shared::metrics::Metrics;
 use tokio_util::task::TaskTracker;
 
 use crate::background::outbox::ClientWrites;
-use crate::bulk_gate::BulkGate;
 use crate::config::Config;
 use crate::login_guard::HashGate;
 use crate::wake::WakeHub;
@@ -29,8 +28,6 @@ pub struct App {
     pub hash_gate: HashGate,
     /// Where long polls wait for wake events.
     pub wake: Arc<WakeHub>,
-    /// Turns of the phones' bulk writes to the messages.
-    pub bulk_writes: BulkGate,
 }
 
 #[derive(Clone)]

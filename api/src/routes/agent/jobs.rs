@@ -290,14 +290,9 @@ async fn lease(
         .jobs
         .lease(agent, limit, lease_id, lease_for, now)
         .await?;
-    let fast = state.config.amqp.fast_lane_priority;
-    let urgent = claimed.jobs.iter().any(|j| j.priority_weight >= fast);
-    let (recorded, done) = state
-        .bulk_writes
-        .run(
-            urgent,
-            db.messages.record_lease(agent, lease_id, &claimed, now),
-        )
+    let (recorded, done) = db
+        .messages
+        .record_lease(agent, lease_id, &claimed, now)
         .await;
     count_transitions(&db.stats, &recorded.transitions).await;
     done?;

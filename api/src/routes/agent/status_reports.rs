@@ -210,12 +210,9 @@ async fn report_in_bulk(
         ids: items.iter().map(|(_, id, _)| *id).collect(),
     };
     let db = &state.db;
-    let done = state
-        .bulk_writes
-        .run(
-            false,
-            db.messages.report_group(&db.jobs, &group, time::bson_now()),
-        )
+    let done = db
+        .messages
+        .report_group(&db.jobs, &group, time::bson_now())
         .await?;
     moved.extend(done.moved);
     let applied: HashSet<ObjectId> = done.applied.into_iter().collect();
