@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{required, BenchArgs};
 use crate::otp::{self, OtpAgent, OtpTarget};
+use crate::otp_steps;
 use crate::progress::Progress;
 use crate::report::{percentile, rate, BenchReport};
 use crate::workload::{self, RequestPlan};
@@ -207,6 +208,7 @@ pub async fn run(args: &BenchArgs, progress: &Progress) -> anyhow::Result<BenchR
 
     // The pipeline under load, with OTPs while its bulk is submitted and staged.
     let bulk = pipeline::shifted(&plans, args.messages);
+    let busy_since = sms_shared::time::bson_now();
     let piped = pipeline::run(
         &api,
         &fixture,
@@ -223,6 +225,8 @@ pub async fn run(args: &BenchArgs, progress: &Progress) -> anyhow::Result<BenchR
     otp_agent.stop().await?;
     report.set_pipeline(&piped);
     report.set_otp_busy(&piped.otp);
+    let steps = otp_steps::read(&messages, fixture.otp_agent.0, busy_since).await?;
+    report.set_otp_steps(&steps);
 
     // What the database says about every message of the run.
     let mut everyone = agent_ids.clone();

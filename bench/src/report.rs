@@ -10,6 +10,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::otp::OtpFigures;
+use crate::otp_steps::OtpSteps;
 use crate::pipeline::PipelineFigures;
 
 /// Figures of one benchmark run. Rates are messages (or jobs) per second over the phase's wall
@@ -54,6 +55,12 @@ pub struct BenchReport {
     /// `POST` to lease of OTPs while the pipeline's bulk is submitted and staged.
     pub otp_p50_ms: f64,
     pub otp_p99_ms: f64,
+    /// Of those OTPs, from acceptance to a dispatcher staging them (`created_at` to `staged_at`).
+    pub otp_accept_to_staged_p50_ms: f64,
+    pub otp_accept_to_staged_p99_ms: f64,
+    /// Of those OTPs, from staging to a poll claiming their job (`staged_at` to `leased_at`).
+    pub otp_staged_to_leased_p50_ms: f64,
+    pub otp_staged_to_leased_p99_ms: f64,
 
     pub raw_insert_seconds: f64,
     pub raw_find_and_modify_seconds: f64,
@@ -153,6 +160,13 @@ impl BenchReport {
     }
 
     /// The figures of the OTPs sent while the pipeline's bulk was submitted and staged.
+    pub fn set_otp_steps(&mut self, s: &OtpSteps) {
+        self.otp_accept_to_staged_p50_ms = percentile(&s.to_staged_ms, 0.50);
+        self.otp_accept_to_staged_p99_ms = percentile(&s.to_staged_ms, 0.99);
+        self.otp_staged_to_leased_p50_ms = percentile(&s.to_leased_ms, 0.50);
+        self.otp_staged_to_leased_p99_ms = percentile(&s.to_leased_ms, 0.99);
+    }
+
     pub fn set_otp_busy(&mut self, f: &OtpFigures) {
         self.otp_sent = f.accepted;
         self.otp_received = f.received;
@@ -322,6 +336,22 @@ impl BenchReport {
                 "{} of {} leased, max {:.0} ms",
                 self.otp_received, self.otp_sent, self.otp_max_ms
             ),
+        );
+        row(
+            "  accepted to staging p50 / p99",
+            format!(
+                "{:.0} / {:.0} ms",
+                self.otp_accept_to_staged_p50_ms, self.otp_accept_to_staged_p99_ms
+            ),
+            "",
+        );
+        row(
+            "  staging to lease p50 / p99",
+            format!(
+                "{:.0} / {:.0} ms",
+                self.otp_staged_to_leased_p50_ms, self.otp_staged_to_leased_p99_ms
+            ),
+            "",
         );
         row(
             "submit / raw insert",
