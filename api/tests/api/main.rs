@@ -8,6 +8,7 @@ mod agent_status_reports;
 mod agents;
 mod api_key_agents;
 mod api_keys;
+mod audit_logs;
 mod auth;
 mod counters;
 mod csv_export;
