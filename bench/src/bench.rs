@@ -18,10 +18,10 @@ use mongodb::Collection;
 use secrecy::SecretString;
 use sms_shared::auth::JwtKeys;
 use sms_shared::config::JwtConfig;
-use sms_testkit::{Api, Behaviour, Ledger, Phone};
-use tokio_util::sync::CancellationToken;
+use sms_testkit::{Api, Behaviour, Ledger};
 
 use crate::cli::{required, BenchArgs};
+use crate::crew::Crew;
 use crate::otp::{self, OtpAgent, OtpTarget};
 use crate::otp_steps;
 use crate::progress::Progress;
@@ -146,47 +146,30 @@ pub async fn run(args: &BenchArgs, progress: &Progress) -> anyhow::Result<BenchR
 
     // Leasing and reporting.
     let targets = verify::agent_targets(&messages, &plans, &agent_ids).await?;
-    let ledger = Ledger::new();
     let lease_bar = progress.bar("leased + reported", targets.iter().sum());
-    let stop = CancellationToken::new();
     let behaviour = Behaviour {
         max_idle_wait: Some(Duration::from_millis(200)),
         ..Behaviour::prompt(args.poll_limit)
     };
-    let mut phones = tokio::task::JoinSet::new();
-    for (index, ((agent_id, token), target)) in fixture.agents.iter().zip(&targets).enumerate() {
-        let bar = lease_bar.clone();
-        let label = format!("bench-{run_id}-{}", index + 1);
-        phones.spawn(
-            Phone::new(api.clone(), &agent_id.to_hex(), &label, token).run(
-                behaviour.clone(),
-                ledger.clone(),
-                Some(*target),
-                stop.clone(),
-                move |n| bar.inc(n),
-            ),
-        );
-    }
-    let all_done = async {
-        while let Some(r) = phones.join_next().await {
-            r.context("simulated agent")?;
-        }
-        anyhow::Ok(())
-    };
-    match tokio::time::timeout(Duration::from_secs(args.timeout_secs), all_done).await {
-        Ok(r) => r?,
-        Err(_) => {
-            stop.cancel();
-            while phones.join_next().await.is_some() {}
-            report.timed_out = Some(format!(
-                "delivery: {} of {} final after {} s",
-                ledger.finished(),
-                targets.iter().sum::<u64>(),
-                args.timeout_secs
-            ));
-        }
+    let label = |n| format!("bench-{run_id}-{n}");
+    let mut crew = Crew::start(
+        &api,
+        &fixture.agents,
+        &targets,
+        &behaviour,
+        label,
+        &lease_bar,
+    );
+    if !crew.finish(Duration::from_secs(args.timeout_secs)).await? {
+        report.timed_out = Some(format!(
+            "delivery: {} of {} final after {} s",
+            crew.ledger.finished(),
+            targets.iter().sum::<u64>(),
+            args.timeout_secs
+        ));
     }
     lease_bar.finish();
+    let ledger = crew.ledger;
 
     let finished = ledger.finished();
     if let Some((first, last)) = ledger.lease_window() {

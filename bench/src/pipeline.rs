@@ -7,14 +7,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use mongodb::bson::Document;
 use mongodb::Collection;
-use sms_testkit::{Api, Behaviour, Ledger, Phone};
+use sms_testkit::{Api, Behaviour, Ledger};
 use tokio_util::sync::CancellationToken;
 
 use crate::bench::{submit, wait_staged, Fixture};
 use crate::cli::BenchArgs;
+use crate::crew::Crew;
 use crate::otp::{self, OtpAgent, OtpFigures, OtpTarget};
 use crate::progress::Progress;
 use crate::workload::RequestPlan;
@@ -70,28 +70,14 @@ pub async fn run(
     for p in plans {
         targets[p.agent] += p.messages.len() as u64;
     }
-    let ledger = Ledger::new();
     let bar = progress.bar("pipeline: final", targets.iter().sum());
-    let stop = CancellationToken::new();
     let behaviour = Behaviour {
         wait_seconds: WAIT_SECONDS,
         max_idle_wait: Some(Duration::from_millis(200)),
         ..Behaviour::prompt(args.poll_limit)
     };
-    let mut phones = tokio::task::JoinSet::new();
-    for (index, ((agent_id, token), target)) in fixture.agents.iter().zip(&targets).enumerate() {
-        let bar = bar.clone();
-        let label = format!("bench-{run_id}-{}-pipeline", index + 1);
-        phones.spawn(
-            Phone::new(api.clone(), &agent_id.to_hex(), &label, token).run(
-                behaviour.clone(),
-                ledger.clone(),
-                Some(*target),
-                stop.clone(),
-                move |n| bar.inc(n),
-            ),
-        );
-    }
+    let label = |n| format!("bench-{run_id}-{n}-pipeline");
+    let mut crew = Crew::start(api, &fixture.agents, &targets, &behaviour, label, &bar);
     tokio::time::sleep(WARM_UP).await;
 
     // The OTPs run from the first submission until the bulk is staged.
@@ -124,25 +110,14 @@ pub async fn run(
     let (submitted, staged, otp) = (submitted?, staged?, otp?);
 
     let mut timed_out = None;
-    let all_done = async {
-        while let Some(r) = phones.join_next().await {
-            r.context("simulated agent")?;
-        }
-        anyhow::Ok(())
-    };
     let left = timeout.saturating_sub(started.elapsed());
-    match tokio::time::timeout(left, all_done).await {
-        Ok(r) => r?,
-        Err(_) => {
-            stop.cancel();
-            while phones.join_next().await.is_some() {}
-            timed_out = Some(format!(
-                "pipeline: {} of {} final after {} s",
-                ledger.finished(),
-                submitted.accepted,
-                args.timeout_secs
-            ));
-        }
+    if !crew.finish(left).await? {
+        timed_out = Some(format!(
+            "pipeline: {} of {} final after {} s",
+            crew.ledger.finished(),
+            submitted.accepted,
+            args.timeout_secs
+        ));
     }
     bar.finish();
     if !staged.complete && timed_out.is_none() {
@@ -151,6 +126,7 @@ pub async fn run(
             staged.staged, submitted.accepted, args.timeout_secs
         ));
     }
+    let ledger = crew.ledger;
     let elapsed = ledger
         .lease_window()
         .map(|(_, last)| last.saturating_duration_since(started))
