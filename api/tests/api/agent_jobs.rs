@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::TryStreamExt;
 use mongodb::bson::{self, doc, oid::ObjectId, DateTime};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -283,16 +282,7 @@ async fn twenty_concurrent_agents_never_share_a_live_lease() {
     assert_eq!(leases.len(), AGENTS * PER_AGENT);
 
     let now = DateTime::now();
-    let stored: Vec<Message> = app
-        .db
-        .messages
-        .collection()
-        .find(doc! {})
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let stored: Vec<Message> = all_messages(&app).await;
     assert_eq!(stored.len(), AGENTS * PER_AGENT);
     for m in &stored {
         let (agent, lease) = &leases[&m.id];

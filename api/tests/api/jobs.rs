@@ -81,19 +81,6 @@ async fn staging_gives_each_message_one_job_however_often_its_event_is_handled()
     counters_match_a_recount(&app).await;
 }
 
-async fn all_messages(app: &TestApp) -> Vec<Message> {
-    use futures::TryStreamExt;
-    app.db
-        .messages
-        .collection()
-        .find(doc! {})
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_leased_job_is_hidden_while_its_lease_lives_and_leased_again_after() {
     let (app, agent, token) = app_with_agent(&[FAST, ("LEASE_SECONDS", "1")]).await;

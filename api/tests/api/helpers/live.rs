@@ -10,10 +10,9 @@ use sms_shared::db::stats::Bucket;
 
 use super::TestApp;
 
-/// The event payloads of every message of the app's database, as the API publishes them.
-pub async fn all_events(app: &TestApp) -> Vec<Vec<u8>> {
-    let messages: Vec<Message> = app
-        .db
+/// Every message of the app's database.
+pub async fn all_messages(app: &TestApp) -> Vec<Message> {
+    app.db
         .messages
         .collection()
         .find(doc! {})
@@ -21,7 +20,12 @@ pub async fn all_events(app: &TestApp) -> Vec<Vec<u8>> {
         .unwrap()
         .try_collect()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// The event payloads of every message of the app's database, as the API publishes them.
+pub async fn all_events(app: &TestApp) -> Vec<Vec<u8>> {
+    let messages: Vec<Message> = all_messages(app).await;
     messages
         .iter()
         .map(|m| serde_json::to_vec(&sms_api::background::outbox::event(m.into())).unwrap())
@@ -80,16 +84,7 @@ pub async fn counters(app: &TestApp, bucket: Bucket) -> Figures {
 
 /// The same figures counted from `sms_messages` one by one.
 pub async fn recount(app: &TestApp, bucket: Bucket) -> Figures {
-    let messages: Vec<Message> = app
-        .db
-        .messages
-        .collection()
-        .find(doc! {})
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let messages: Vec<Message> = all_messages(app).await;
     let mut out = Figures::new();
     for m in messages {
         let start = bucket.start(m.created_at).timestamp_millis();
