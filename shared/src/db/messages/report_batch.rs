@@ -16,7 +16,7 @@
 //! Anything not moved here (a message in an unexpected status, a foreign or stale report) is
 //! returned to be applied one by one, which explains it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use futures::TryStreamExt;
 use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime};
@@ -70,6 +70,16 @@ struct Current {
 }
 
 impl Current {
+    /// Whether a delivery receipt (no job) of `g` may move this message: the one-by-one path's
+    /// checks (its agent's, handed out, under the lease named).
+    fn takes_receipt(&self, g: &ReportGroup<'_>) -> bool {
+        let handed_out = self.staged || self.lease_id.is_some();
+        let lease_ok = g
+            .lease_id
+            .is_none_or(|l| self.lease_id.as_deref() == Some(l));
+        self.agent_id == Some(g.agent) && handed_out && lease_ok
+    }
+
     fn before(self) -> Before {
         Before {
             status: self.status,
@@ -109,38 +119,23 @@ impl Messages {
         let predecessors = Status::allowed_predecessors(g.status);
         let mut out = GroupOutcome::default();
         let mut places: BTreeMap<(Status, Option<ObjectId>), Vec<Current>> = BTreeMap::new();
+        let mut found = HashSet::new();
         for m in self.current(&g.ids).await? {
-            let may_move =
-                predecessors.contains(&m.status) && (step.is_some() || self.receipt_allowed(g, &m));
-            if may_move {
+            found.insert(m.id);
+            if predecessors.contains(&m.status) && (step.is_some() || m.takes_receipt(g)) {
                 places.entry((m.status, m.agent_id)).or_default().push(m);
             } else {
                 out.rest.push(m.id);
             }
         }
-        let found: usize = out.rest.len() + places.values().map(Vec::len).sum::<usize>();
-        if found < g.ids.len() {
-            let seen: std::collections::HashSet<ObjectId> = places
-                .values()
-                .flatten()
-                .map(|m| m.id)
-                .chain(out.rest.iter().copied())
-                .collect();
-            out.rest
-                .extend(g.ids.iter().filter(|id| !seen.contains(id)).copied());
-        }
+        // Unknown ids: the one-by-one path answers them.
+        out.rest
+            .extend(g.ids.iter().filter(|id| !found.contains(*id)).copied());
         for ((from, agent), messages) in places {
             self.move_place(g, from, agent, messages, now, &mut out)
                 .await?;
         }
         Ok(out)
-    }
-
-    /// Whether a delivery receipt (no job) may move `m`: the one-by-one path's checks.
-    fn receipt_allowed(&self, g: &ReportGroup<'_>, m: &Current) -> bool {
-        let handed_out = m.staged || m.lease_id.is_some();
-        let lease_ok = g.lease_id.is_none_or(|l| m.lease_id.as_deref() == Some(l));
-        m.agent_id == Some(g.agent) && handed_out && lease_ok
     }
 
     async fn current(&self, ids: &[ObjectId]) -> mongodb::error::Result<Vec<Current>> {
@@ -188,7 +183,7 @@ impl Messages {
             filter.insert("lease_id", lease);
         }
         let modified = self.0.update_many(filter, update).await?.modified_count;
-        let moved: std::collections::HashSet<ObjectId> = if modified == ids.len() as u64 {
+        let moved: HashSet<ObjectId> = if modified == ids.len() as u64 {
             ids.iter().copied().collect()
         } else {
             self.0
