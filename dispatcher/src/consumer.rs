@@ -30,6 +30,10 @@ use crate::{Dispatcher, Outcome};
 
 /// Most bulk events staged together.
 const BATCH: usize = 64;
+/// Bulk batches staged at once. While they run, the next events gather in the consumer (up to
+/// the prefetch), so the next batch takes them all: staging event by event as they trickle in
+/// would spend a round of writes on every one or two messages.
+const BULK_IN_FLIGHT: usize = 2;
 /// Fast lane events are staged one by one, each as soon as it arrives: in a batch, one would
 /// wait for the others' writes.
 const FAST_BATCH: usize = 1;
@@ -99,6 +103,8 @@ struct LaneConsumer {
     consumer: Consumer,
     /// Most deliveries staged together.
     batch: usize,
+    /// Most batches staged at once.
+    in_flight: usize,
 }
 
 /// Consumes until `shutdown` is cancelled, reconnecting with backoff whenever the broker goes away.
@@ -139,6 +145,7 @@ async fn subscribe(
     queue: &str,
     prefetch: u16,
     batch: usize,
+    in_flight: usize,
 ) -> anyhow::Result<LaneConsumer> {
     let channel = connection
         .create_channel()
@@ -162,6 +169,7 @@ async fn subscribe(
         channel,
         consumer,
         batch,
+        in_flight,
     })
 }
 
@@ -181,13 +189,22 @@ async fn consume(
             .await
             .context("opening channel")?;
         topology.declare(&wake).await?;
-        let bulk = subscribe(&connection, Lane::Bulk, &topology.queue, prefetch, BATCH).await?;
+        let bulk = subscribe(
+            &connection,
+            Lane::Bulk,
+            &topology.queue,
+            prefetch,
+            BATCH,
+            BULK_IN_FLIGHT,
+        )
+        .await?;
         let fast = subscribe(
             &connection,
             Lane::Fast,
             &topology.fast_queue,
             fast_prefetch,
             FAST_BATCH,
+            usize::from(fast_prefetch),
         )
         .await?;
         anyhow::Ok((connection, wake, bulk, fast))
@@ -235,11 +252,13 @@ async fn drain(lane: LaneConsumer, handling: Handling, stop: CancellationToken) 
         channel,
         mut consumer,
         batch: most,
+        in_flight,
     } = lane;
     let tag = consumer.tag();
     let mut held: JoinSet<()> = JoinSet::new();
     let ended = loop {
         while held.try_join_next().is_some() {}
+        let busy = held.len() >= in_flight;
         tokio::select! {
             _ = stop.cancelled() => {
                 // Stop receiving; what is already held is finished and settled below.
@@ -247,7 +266,9 @@ async fn drain(lane: LaneConsumer, handling: Handling, stop: CancellationToken) 
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, cancel).await;
                 break Ended::Stopped;
             }
-            next = consumer.next() => match next {
+            // At the limit, wait for a batch to settle; the next events gather meanwhile.
+            Some(_) = held.join_next(), if busy => {}
+            next = consumer.next(), if !busy => match next {
                 Some(Ok(delivery)) => {
                     // Take whatever else has already arrived, to stage it with the same queries.
                     let mut batch = vec![delivery];
