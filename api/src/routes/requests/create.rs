@@ -159,6 +159,9 @@ async fn accept(
         return Err(ApiError::Unavailable("the database".into()));
     }
     publish(&state, &messages);
+    // Counted once the events are on their way: an OTP's event does not wait for the counters,
+    // which every status change of the bulk writes too.
+    count_transitions(&state.db.stats, &Message::created(&messages)).await;
     tracing::info!(request_id = %request.id, total = request.total, "request accepted");
     audit(&state, &caller, &request).await;
     Ok(request)
@@ -442,7 +445,6 @@ async fn store(
         tracing::error!(error = %e, request_id = %request.id, "storing a request failed");
         return Err(remove(state, request.id).await);
     }
-    count_transitions(&state.db.stats, &Message::created(messages)).await;
     Ok(())
 }
 
