@@ -10,7 +10,7 @@ use mongodb::options::IndexOptions;
 use mongodb::IndexModel;
 use serde::Deserialize;
 
-use super::Messages;
+use super::{Messages, INSERT_PIECE};
 use crate::domain::status::Status;
 use crate::time;
 
@@ -82,19 +82,22 @@ impl Messages {
         crate::db::drop_indexes(&self.0, &RETIRED_INDEXES).await
     }
 
-    /// Marks messages whose events RabbitMQ confirmed.
+    /// Marks messages whose events RabbitMQ confirmed, [`INSERT_PIECE`] at a time: a burst's
+    /// marks are mostly still to write (staging has not reached them), and one write of a whole
+    /// request's would hold the collection long enough to delay a one-time password's insert.
     pub async fn mark_published(&self, ids: &[ObjectId]) -> mongodb::error::Result<u64> {
-        if ids.is_empty() {
-            return Ok(0);
+        let mut modified = 0;
+        for piece in ids.chunks(INSERT_PIECE) {
+            let r = self
+                .0
+                .update_many(
+                    doc! {"_id": {"$in": piece}, "published": false},
+                    doc! {"$set": {"published": true, "published_at": time::bson_now()}},
+                )
+                .await?;
+            modified += r.modified_count;
         }
-        let r = self
-            .0
-            .update_many(
-                doc! {"_id": {"$in": ids}, "published": false},
-                doc! {"$set": {"published": true, "published_at": time::bson_now()}},
-            )
-            .await?;
-        Ok(r.modified_count)
+        Ok(modified)
     }
 
     /// Moves the publication time of republished messages to now.
