@@ -28,11 +28,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Dispatcher, Outcome};
 
-/// Most bulk events staged together.
-const BATCH: usize = 64;
-/// Bulk batches staged at once. While they run, the next events gather in the consumer (up to
-/// the prefetch), so the next batch takes them all: staging event by event as they trickle in
-/// would spend a round of writes on every one or two messages.
+/// Bulk batches staged at once, each of at most an equal share of the prefetch. While they run,
+/// the next events gather in the consumer, so the next batch takes them all: staging events as
+/// they trickle in would spend a round of writes on every one or two messages.
 const BULK_IN_FLIGHT: usize = 2;
 /// Fast lane events are staged one by one, each as soon as it arrives: in a batch, one would
 /// wait for the others' writes.
@@ -194,7 +192,7 @@ async fn consume(
             Lane::Bulk,
             &topology.queue,
             prefetch,
-            BATCH,
+            (usize::from(prefetch) / BULK_IN_FLIGHT).max(1),
             BULK_IN_FLIGHT,
         )
         .await?;
