@@ -82,7 +82,16 @@ pub async fn run(args: &BenchArgs, progress: &Progress) -> anyhow::Result<BenchR
     report.raw_find_and_modify_seconds = figures.find_and_modify.as_secs_f64();
     report.raw_insert_msgs_per_s = rate(report.messages, report.raw_insert_seconds);
     report.raw_find_and_modify_per_s = rate(figures.leased, report.raw_find_and_modify_seconds);
-    let piped = raw_pipeline::run(&db, &run_id, &plans, args.clients, &agent_ids, progress).await?;
+    let piped = raw_pipeline::run(
+        &db,
+        &run_id,
+        &plans,
+        args.clients,
+        args.poll_limit,
+        &agent_ids,
+        progress,
+    )
+    .await?;
     report.raw_pipeline_seconds = piped.elapsed.as_secs_f64();
     report.raw_pipeline_msgs_per_s = rate(piped.messages, report.raw_pipeline_seconds);
     report.raw_pipeline_delivered = piped.delivered;

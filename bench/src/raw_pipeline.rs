@@ -1,9 +1,11 @@
 //! The database's limit for the send pipeline: every write one message needs on its way from
 //! `POST /requests` to `DELIVERED`, done directly on scratch collections that carry the same
-//! indexes as `sms_messages`, `sms_jobs` and `dedup`, in the batches of the run's requests (one
-//! agent each), as many batches at once as the run has clients.
+//! indexes as `sms_messages`, `sms_jobs` and `dedup`, in batches of the run's sizes: its
+//! requests (one agent each) for what the service does to a request's messages, its poll limit
+//! for what a phone's poll and reports do; as many requests at once as the run has clients.
 //!
-//! Per batch, in order, each one command over the whole batch:
+//! Per request, in order, each step one command over the whole request, then steps 4 and 5 one
+//! command over each poll's share of it (`--poll-limit` messages):
 //!
 //! 1. the message insert: `insert_many` (unordered) of the message documents as the API stores
 //!    them (pending, unstaged);
@@ -19,9 +21,9 @@
 //!    lease) and moves the messages (`update_many`); `DELIVERED` moves the messages again.
 //!
 //! What it leaves out, and the service does: the reads (the dispatcher's `find_many`, a poll's
-//! candidate `find` and read-back), the counters, the outbox and the agents' bookkeeping. A poll
-//! leases at most 100 jobs and a report holds a phone's batch; here every step takes a whole
-//! request's batch at once. So this is an upper bound the service can approach, not reach.
+//! candidate `find` and read-back), the counters, the outbox and the agents' bookkeeping; and
+//! the service stages a dispatcher's prefetch at a time, not whole requests. So this is an
+//! upper bound the service can approach, not reach.
 
 use std::time::{Duration, Instant};
 
@@ -77,6 +79,7 @@ pub async fn run(
     run_id: &str,
     plans: &[RequestPlan],
     concurrency: usize,
+    poll_limit: usize,
     agents: &[ObjectId],
     progress: &Progress,
 ) -> anyhow::Result<RawPipelineFigures> {
@@ -85,7 +88,11 @@ pub async fn run(
         jobs: db.collection(&format!("bench_pipe_jobs_{run_id}")),
         dedup: db.collection(&format!("bench_pipe_dedup_{run_id}")),
     };
-    let result = measure(db, &scratch, run_id, plans, concurrency, agents, progress).await;
+    let sizes = Sizes {
+        concurrency,
+        poll_limit,
+    };
+    let result = measure(db, &scratch, run_id, plans, sizes, agents, progress).await;
     scratch
         .drop_all()
         .await
@@ -98,7 +105,7 @@ async fn measure(
     s: &Scratch,
     run_id: &str,
     plans: &[RequestPlan],
-    concurrency: usize,
+    sizes: Sizes,
     agents: &[ObjectId],
     progress: &Progress,
 ) -> anyhow::Result<RawPipelineFigures> {
@@ -138,12 +145,12 @@ async fn measure(
         .map(|(agent, batch)| {
             let bar = &bar;
             async move {
-                one_batch(s, *agent, batch).await?;
+                one_batch(s, *agent, batch, sizes.poll_limit).await?;
                 bar.inc(batch.len() as u64);
                 anyhow::Ok(())
             }
         })
-        .buffer_unordered(concurrency.max(1))
+        .buffer_unordered(sizes.concurrency.max(1))
         .try_collect::<()>()
         .await?;
     let elapsed = started.elapsed();
@@ -160,11 +167,24 @@ async fn measure(
     })
 }
 
-/// Every write of one batch of `agent`'s messages, from insert to `DELIVERED`.
-async fn one_batch(s: &Scratch, agent: ObjectId, batch: &[Message]) -> anyhow::Result<()> {
+/// The run's sizes the steps are done in.
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    /// Requests at once (the run's clients).
+    concurrency: usize,
+    /// Messages per poll and per report.
+    poll_limit: usize,
+}
+
+/// Every write of one request's messages to `agent`, from insert to `DELIVERED`.
+async fn one_batch(
+    s: &Scratch,
+    agent: ObjectId,
+    batch: &[Message],
+    poll_limit: usize,
+) -> anyhow::Result<()> {
     let ids: Vec<ObjectId> = batch.iter().map(|m| m.id).collect();
     let of_batch = doc! {"_id": {"$in": &ids}};
-    let msgs = s.messages.clone_with_type::<Document>();
 
     // 1. The message insert (the API).
     s.messages
@@ -198,6 +218,7 @@ async fn one_batch(s: &Scratch, agent: ObjectId, batch: &[Message]) -> anyhow::R
         .ordered(false)
         .await
         .context("raw pipeline: job insert")?;
+    let msgs = s.messages.clone_with_type::<Document>();
     let mut unstaged = of_batch.clone();
     unstaged.insert("staged", false);
     unstaged.insert("status", doc! {"$ne": Status::Canceled.as_str()});
@@ -210,6 +231,17 @@ async fn one_batch(s: &Scratch, agent: ObjectId, batch: &[Message]) -> anyhow::R
     )
     .await
     .context("raw pipeline: staging update")?;
+
+    for poll in ids.chunks(poll_limit.max(1)) {
+        lease_and_report(s, agent, poll).await?;
+    }
+    Ok(())
+}
+
+/// Steps 4 and 5 for one poll's messages: the lease, then the `SENT` and `DELIVERED` reports.
+async fn lease_and_report(s: &Scratch, agent: ObjectId, ids: &[ObjectId]) -> anyhow::Result<()> {
+    let of_batch = doc! {"_id": {"$in": ids}};
+    let msgs = s.messages.clone_with_type::<Document>();
 
     // 4. The lease update (a poll): the jobs under the fence, then the messages.
     let now = DateTime::now();

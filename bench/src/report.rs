@@ -43,7 +43,8 @@ pub struct BenchReport {
     /// `lease_jobs_per_s / raw_find_and_modify_per_s`.
     pub lease_vs_raw_find_and_modify: f64,
 
-    /// Every write one message needs, done directly in the run's batches (`raw_pipeline`).
+    /// Every write one message needs, done directly in batches of the run's request and poll
+    /// sizes (`raw_pipeline`).
     pub raw_pipeline_msgs_per_s: f64,
     /// A fresh N messages, first `POST` to last final report, agents long-polling throughout.
     pub pipeline_msgs_per_s: f64,
