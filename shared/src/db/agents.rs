@@ -235,16 +235,22 @@ impl Agents {
             .await
     }
 
-    /// Records that agent `id` polled or reported at `now`, unless the record is fresher than
-    /// five seconds, or than a quarter of `stale` (`AGENT_STALE_SECONDS`) when that is shorter.
+    /// Records that `agent` polled or reported at `now`, unless the record is fresher than five
+    /// seconds, or than a quarter of `stale` (`AGENT_STALE_SECONDS`) when that is shorter. The
+    /// record only moves forward, so when the one `agent` was read with is fresh enough already,
+    /// nothing is sent to the database.
     pub async fn record_poll(
         &self,
-        id: ObjectId,
+        agent: &Agent,
         now: DateTime,
         stale: Duration,
     ) -> mongodb::error::Result<()> {
         let every = POLL_RECORD_EVERY.min(stale / 4);
         let fresh = DateTime::from_millis(now.timestamp_millis() - every.as_millis() as i64);
+        if agent.last_poll_at.is_some_and(|at| at >= fresh) {
+            return Ok(());
+        }
+        let id = agent.id;
         self.0
             .update_one(
                 doc! {"_id": id, "$or": [

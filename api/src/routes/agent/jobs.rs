@@ -232,7 +232,7 @@ async fn look(state: &AppState, agent: &Agent, limit: i64) -> ApiResult<Look> {
     state
         .db
         .agents
-        .record_poll(agent.id, time::to_bson(now), rules.agent_stale)
+        .record_poll(agent, time::to_bson(now), rules.agent_stale)
         .await?;
     let caps = Caps::of(agent, i64::from(rules.agent_rate_limit_per_min));
     let grant = state

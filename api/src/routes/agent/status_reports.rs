@@ -118,7 +118,7 @@ async fn report_messages(
     state
         .db
         .agents
-        .record_poll(agent.id, time::bson_now(), state.config.rules.agent_stale)
+        .record_poll(&agent, time::bson_now(), state.config.rules.agent_stale)
         .await?;
     let total = body.messages.len();
     let mut results: Vec<Option<ReportResult>> = (0..total).map(|_| None).collect();
