@@ -6,13 +6,15 @@
 //!
 //! Publishing and marking write nothing a client waits for, yet both compete with the requests
 //! being accepted: a published event makes a dispatcher stage its message (writes to the same
-//! collection), and a mark writes to it directly. So while this API is inserting requests
-//! ([`ClientWrites`]), they wait: events until no insert is in flight, marks until none has been
-//! for a moment. Neither waits longer than half the sweeper's grace period after the request was
-//! accepted, so a steady stream of requests only delays them, and a lone request is published at
-//! once. Fast lane events (one-time passwords) never wait: they are published at once, ahead of
-//! the bulk events of the same batch; only their marks wait with the others. A dispatcher that
-//! stages a message marks it published too, so a deferred mark often finds nothing left to write.
+//! collection), and a mark writes to it directly. So while this API is inserting requests of
+//! several pieces ([`ClientWrites`]; a request of one piece holds the collection no longer than
+//! a mark does), bulk events wait until none has been in flight for a moment ([`SETTLE`]: the
+//! gaps between a burst's requests do not count), but no longer than half the sweeper's grace
+//! period after the request was accepted; a lone request's events go out [`SETTLE`] after it,
+//! a small request's at once. Marks wait for that deadline: by then a dispatcher that staged
+//! the message has marked it published too, so a mark often finds nothing left to write, and
+//! a burst's marks do not meet its staging. Fast lane events (one-time passwords) never wait:
+//! they are published at once, ahead of the bulk events of the same batch.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -134,10 +136,30 @@ impl Drop for ClientWrite {
 }
 
 /// Publishes `events` and marks the confirmed ones published. Fast lane events are published at
-/// once; bulk events, and the marks, are deferred while this API is inserting requests, at most
-/// until half the grace period after `since`. Returns how many were confirmed and marked.
+/// once; bulk events are deferred while this API is inserting requests, at most until half the
+/// grace period after `since`, and the marks until then. Returns how many were confirmed and
+/// marked.
 /// Failures are logged and left to the sweeper.
 pub async fn publish(state: &AppState, events: &[MessageEvent], since: Instant) -> usize {
+    publish_and_mark(state, events, since, Marks::AtDeadline).await
+}
+
+/// When a publish writes its marks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Marks {
+    /// At the deadline (events of requests just accepted, which dispatchers are staging).
+    AtDeadline,
+    /// Once no client insert has been in flight for a moment (the sweeper's republished events:
+    /// their messages are past the grace period already).
+    WhenSettled,
+}
+
+async fn publish_and_mark(
+    state: &AppState,
+    events: &[MessageEvent],
+    since: Instant,
+    marks: Marks,
+) -> usize {
     let deadline = since + state.config.outbox_grace / 2;
     let (fast, bulk): (Vec<MessageEvent>, Vec<MessageEvent>) = events
         .iter()
@@ -145,10 +167,13 @@ pub async fn publish(state: &AppState, events: &[MessageEvent], since: Instant) 
         .partition(|e| state.publisher.lane(e) == Lane::Fast);
     let mut confirmed = publish_now(state, &fast).await;
     if !bulk.is_empty() {
-        state.client_writes.idle(deadline).await;
+        state.client_writes.settled(deadline).await;
         confirmed.extend(publish_now(state, &bulk).await);
     }
-    state.client_writes.settled(deadline).await;
+    match marks {
+        Marks::AtDeadline => tokio::time::sleep_until(deadline.into()).await,
+        Marks::WhenSettled => state.client_writes.settled(deadline).await,
+    }
     let mut marked = 0;
     for ids in confirmed.chunks(BATCH) {
         if let Err(e) = state.db.messages.mark_published(ids).await {
@@ -195,7 +220,7 @@ pub async fn sweep_once(state: &AppState) -> anyhow::Result<usize> {
             return Ok(total);
         }
         let events: Vec<MessageEvent> = stale.iter().copied().map(event).collect();
-        let confirmed = publish(state, &events, Instant::now()).await;
+        let confirmed = publish_and_mark(state, &events, Instant::now(), Marks::WhenSettled).await;
         state.metrics.outbox_republished.inc_by(confirmed as u64);
         total += confirmed;
         if confirmed < events.len() || stale.len() < BATCH {

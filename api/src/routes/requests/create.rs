@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sms_shared::config::RulesConfig;
 use sms_shared::db::api_keys::SCOPE_SEND;
-use sms_shared::db::messages::{count_transitions, Message, NewMessage};
+use sms_shared::db::messages::{count_transitions, Message, NewMessage, INSERT_PIECE};
 use sms_shared::db::quota::seconds_until_tomorrow;
 use sms_shared::db::requests::SmsRequest;
 use sms_shared::db::templates::Template;
@@ -152,6 +152,9 @@ async fn accept(
     let now = time::now();
     let reservation = reserve_quota(&state, &caller, rendered.texts.len(), now).await?;
     let (request, messages) = documents(&caller, priority_weight, rendered, now);
+    // Background writes to the messages wait while a request of several insert pieces is being
+    // stored (`ClientWrites`); a smaller one holds the collection no longer than they do.
+    let writing = (messages.len() > INSERT_PIECE).then(|| state.client_writes.begin());
     if let Err(failed) = store(&state, &request, &messages).await {
         if matches!(failed, StoreFailed::Removed) {
             release_quota(&state, reservation).await;
@@ -162,6 +165,7 @@ async fn accept(
     // Counted once the events are on their way: an OTP's event does not wait for the counters,
     // which every status change of the bulk writes too.
     count_transitions(&state.db.stats, &Message::created(&messages)).await;
+    drop(writing);
     tracing::info!(request_id = %request.id, total = request.total, "request accepted");
     audit(&state, &caller, &request).await;
     Ok(request)
@@ -428,14 +432,13 @@ enum StoreFailed {
     PartlyLeft,
 }
 
-/// Step 4: stores the request and its messages, and counts them `PENDING`; on failure removes
-/// what was written.
+/// Step 4: stores the request and its messages; on failure removes what was written. The caller
+/// counts them `PENDING` once their events are handed to the publisher.
 async fn store(
     state: &AppState,
     request: &SmsRequest,
     messages: &[Message],
 ) -> Result<(), StoreFailed> {
-    let _writing = state.client_writes.begin();
     let result = async {
         state.db.requests.insert(request).await?;
         state.db.messages.insert_many(messages).await
