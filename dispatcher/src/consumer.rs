@@ -3,7 +3,8 @@
 //!
 //! One connection carries both lanes: the bulk queue and the fast lane's queue are consumed on
 //! channels and tasks of their own, so a fast event never waits behind bulk batches here. Bulk
-//! events are staged in batches of what has already arrived; fast events each alone, at once.
+//! events are staged two batches at a time, each of what has arrived meanwhile; fast events
+//! each alone, at once.
 //! When either lane loses its consumer, both stop and the whole connection is made again. A
 //! third channel carries the wakes staging sends (see `wake.rs`).
 
