@@ -152,8 +152,7 @@ async fn accept(
     let now = time::now();
     let reservation = reserve_quota(&state, &caller, rendered.texts.len(), now).await?;
     let (request, messages) = documents(&caller, priority_weight, rendered, now);
-    // Background writes to the messages wait while a request of several insert pieces is being
-    // stored (`ClientWrites`); a smaller one holds the collection no longer than they do.
+    // Background writes wait while a request of several insert pieces is stored (`ClientWrites`).
     let writing = (messages.len() > INSERT_PIECE).then(|| state.client_writes.begin());
     if let Err(failed) = store(&state, &request, &messages).await {
         if matches!(failed, StoreFailed::Removed) {
@@ -162,8 +161,7 @@ async fn accept(
         return Err(ApiError::Unavailable("the database".into()));
     }
     publish(&state, &messages);
-    // Counted once the events are on their way: an OTP's event does not wait for the counters,
-    // which every status change of the bulk writes too.
+    // Counted once the events are on their way: an OTP's event does not wait for the counters.
     count_transitions(&state.db.stats, &Message::created(&messages)).await;
     drop(writing);
     tracing::info!(request_id = %request.id, total = request.total, "request accepted");
