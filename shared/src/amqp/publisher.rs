@@ -5,8 +5,10 @@
 //! each lane publishes on a pool of channels of its own, so that a fast event never waits for a
 //! channel busy with a thousand bulk events.
 //!
-//! Pools: a `deadpool-lapin` pool of connections (heartbeats on, connect time bounded), and per
-//! lane a pool of channels opened on those connections. Each channel is put in confirm mode and
+//! Pools: per lane, a `deadpool-lapin` pool of connections (heartbeats on, connect time bounded)
+//! and a pool of channels opened on them. A lane of its own connections keeps a fast event's
+//! frames out of the socket and the broker's connection process that a burst's thousands of
+//! bulk events are queued on. Each channel is put in confirm mode and
 //! declares the topology when it is opened, so a new channel also restores a deleted queue or
 //! binding.
 //! A pooled channel is handed out again only while it is still open; a channel that saw an error,
@@ -195,20 +197,22 @@ impl Publisher {
     /// Prepares the pools; nothing connects before the first use.
     pub fn new(config: AmqpConfig, metrics: Metrics) -> Self {
         let topology = Topology::new(&config.prefix);
-        let connections = deadpool_lapin::Pool::builder(deadpool_lapin::Manager::new(
-            url_with_heartbeat(&config),
-            properties("sms-api publisher"),
-        ))
-        .max_size(MAX_CONNECTIONS)
-        .runtime(Runtime::Tokio1)
-        .create_timeout(Some(CONNECT_TIMEOUT))
-        .wait_timeout(Some(OPEN_CHANNEL_TIMEOUT))
-        .build()
-        .expect("a pool with a runtime builds");
+        let connections = |name: &str| {
+            deadpool_lapin::Pool::builder(deadpool_lapin::Manager::new(
+                url_with_heartbeat(&config),
+                properties(name),
+            ))
+            .max_size(MAX_CONNECTIONS)
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .wait_timeout(Some(OPEN_CHANNEL_TIMEOUT))
+            .build()
+            .expect("a pool with a runtime builds")
+        };
         let declaring = std::sync::Arc::new(tokio::sync::Mutex::new(()));
-        let channels = |max_size| {
+        let channels = |connections, max_size| {
             managed::Pool::builder(ConfirmChannels {
-                connections: connections.clone(),
+                connections,
                 topology: topology.clone(),
                 declaring: declaring.clone(),
             })
@@ -220,8 +224,11 @@ impl Publisher {
             .expect("a pool with a runtime builds")
         };
         Self {
-            bulk: channels(MAX_CHANNELS),
-            fast: channels(MAX_FAST_CHANNELS),
+            bulk: channels(connections("sms-api publisher"), MAX_CHANNELS),
+            fast: channels(
+                connections("sms-api publisher (fast lane)"),
+                MAX_FAST_CHANNELS,
+            ),
             topology,
             fast_lane_priority: config.fast_lane_priority,
             metrics,
