@@ -95,16 +95,12 @@ impl ClientWrites {
         ClientWrite(self.0.clone())
     }
 
-    /// Returns once no client insert is in flight, or at `deadline`.
-    pub async fn idle(&self, deadline: Instant) {
-        self.wait(deadline, Duration::ZERO).await
-    }
-
     /// Returns once no client insert has been in flight for [`SETTLE`], or at `deadline`.
     pub async fn settled(&self, deadline: Instant) {
         self.wait(deadline, SETTLE).await
     }
 
+    /// Returns once no client insert has been in flight for `settle`, or at `deadline`.
     async fn wait(&self, deadline: Instant, settle: Duration) {
         let _ = tokio::time::timeout_at(deadline.into(), async {
             loop {
@@ -145,7 +141,6 @@ pub async fn publish(state: &AppState, events: &[MessageEvent], since: Instant) 
 }
 
 /// When a publish writes its marks.
-#[derive(Clone, Copy, PartialEq, Eq)]
 enum Marks {
     /// At the deadline (events of requests just accepted, which dispatchers are staging).
     AtDeadline,
@@ -302,7 +297,7 @@ mod tests {
         let writes = ClientWrites::default();
         let far = Instant::now() + Duration::from_secs(30);
         let started = Instant::now();
-        writes.idle(far).await;
+        writes.wait(far, Duration::ZERO).await;
         writes.settled(far).await;
         assert!(
             started.elapsed() < Duration::from_secs(1),
@@ -312,7 +307,7 @@ mod tests {
         let write = writes.begin();
         let idle = tokio::spawn({
             let writes = writes.clone();
-            async move { writes.idle(far).await }
+            async move { writes.wait(far, Duration::ZERO).await }
         });
         let settled = tokio::spawn({
             let writes = writes.clone();
@@ -342,7 +337,9 @@ mod tests {
 
         let _stuck = writes.begin();
         let started = Instant::now();
-        writes.idle(started + Duration::from_millis(100)).await;
+        writes
+            .wait(started + Duration::from_millis(100), Duration::ZERO)
+            .await;
         writes.settled(started + Duration::from_millis(100)).await;
         let waited = started.elapsed();
         assert!(

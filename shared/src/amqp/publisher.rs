@@ -6,11 +6,10 @@
 //! channel busy with a thousand bulk events.
 //!
 //! Pools: per lane, a `deadpool-lapin` pool of connections (heartbeats on, connect time bounded)
-//! and a pool of channels opened on them. A lane of its own connections keeps a fast event's
-//! frames out of the socket and the broker's connection process that a burst's thousands of
-//! bulk events are queued on. Each channel is put in confirm mode and
-//! declares the topology when it is opened, so a new channel also restores a deleted queue or
-//! binding.
+//! and a pool of channels opened on them. Connections of its own keep a fast event's frames out
+//! of the socket and the broker's connection process that a burst's bulk events queue on. Each
+//! channel is put in confirm mode and declares the topology when it is opened, so a new channel
+//! also restores a deleted queue or binding.
 //! A pooled channel is handed out again only while it is still open; a channel that saw an error,
 //! a return or a nack is taken out of the pool and closed instead of going back, and the idle
 //! ones are closed with it. After a broker restart every idle channel fails that check and is
