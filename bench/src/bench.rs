@@ -27,7 +27,7 @@ use crate::otp_steps;
 use crate::progress::Progress;
 use crate::report::{percentile, rate, BenchReport};
 use crate::workload::{self, RequestPlan};
-use crate::{pipeline, raw, raw_pipeline, verify};
+use crate::{db_top, pipeline, raw, raw_pipeline, verify};
 
 /// Most jobs the API hands out per poll.
 const MAX_POLL_LIMIT: usize = 100;
@@ -201,6 +201,7 @@ pub async fn run(args: &BenchArgs, progress: &Progress) -> anyhow::Result<BenchR
     // The pipeline under load, with OTPs while its bulk is submitted and staged.
     let bulk = pipeline::shifted(&plans, args.messages);
     let busy_since = sms_shared::time::bson_now();
+    let top_before = db_top::read(&mongo).await;
     let piped = pipeline::run(
         &api,
         &fixture,
@@ -214,6 +215,9 @@ pub async fn run(args: &BenchArgs, progress: &Progress) -> anyhow::Result<BenchR
         progress,
     )
     .await?;
+    if let (Some(before), Some(after)) = (top_before, db_top::read(&mongo).await) {
+        report.pipeline_db_top = db_top::difference(&before, &after, db.name());
+    }
     otp_agent.stop().await?;
     report.set_pipeline(&piped);
     report.set_otp_busy(&piped.otp);

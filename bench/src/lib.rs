@@ -10,6 +10,7 @@ pub mod agent_sim;
 pub mod bench;
 pub mod cli;
 pub mod crew;
+pub mod db_top;
 pub mod otp;
 pub mod otp_steps;
 pub mod pipeline;

@@ -49,6 +49,10 @@ async fn bench(args: sms_bench::BenchArgs) -> anyhow::Result<()> {
     let report = sms_bench::bench::run(&args, &progress).await?;
     let mut out = stdout.lock();
     writeln!(out, "\nSafeCare SMS benchmark\n{}", report.table())?;
+    if !report.pipeline_db_top.is_empty() {
+        let top = sms_bench::db_top::table(&report.pipeline_db_top);
+        writeln!(out, "\nDatabase time during the pipeline (`top`)\n{top}")?;
+    }
     if let Some(path) = &args.json {
         writeln!(out, "figures written to {}", path.display())?;
     }

@@ -87,6 +87,8 @@ pub struct BenchReport {
     pub pipeline_stage_seconds: f64,
     pub pipeline_polls: u64,
     pub pipeline_empty_polls: u64,
+    /// Where the database spent the pipeline phase (`db_top`), busiest collection first.
+    pub pipeline_db_top: Vec<crate::db_top::TopRow>,
     pub otp_idle_sent: u64,
     pub otp_idle_received: u64,
     pub otp_idle_max_ms: f64,
