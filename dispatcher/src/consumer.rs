@@ -33,6 +33,9 @@ use crate::{Dispatcher, Outcome};
 /// the next events gather in the consumer, so the next batch takes them all: staging events as
 /// they trickle in would spend a round of writes on every one or two messages.
 const BULK_IN_FLIGHT: usize = 2;
+/// While a bulk batch is being staged, how long the next one may wait to fill up: the events
+/// the broker sends as the last batch's acks arrive come a few at a time.
+const GATHER: Duration = Duration::from_millis(20);
 /// Fast lane events are staged one by one, each as soon as it arrives: in a batch, one would
 /// wait for the others' writes.
 const FAST_BATCH: usize = 1;
@@ -269,15 +272,36 @@ async fn drain(lane: LaneConsumer, handling: Handling, stop: CancellationToken) 
             Some(_) = held.join_next(), if busy => {}
             next = consumer.next(), if !busy => match next {
                 Some(Ok(delivery)) => {
-                    // Take whatever else has already arrived, to stage it with the same queries.
+                    // Take whatever else has already arrived, to stage it with the same queries;
+                    // while another batch is being staged, wait a moment for the batch to fill.
                     let mut batch = vec![delivery];
+                    let gather = tokio::time::Instant::now() + GATHER;
+                    let mut lost = None;
                     while batch.len() < most {
-                        match consumer.next().now_or_never() {
-                            Some(Some(Ok(d))) => batch.push(d),
-                            _ => break,
+                        let next = match consumer.next().now_or_never() {
+                            Some(next) => next,
+                            None if held.is_empty() => break,
+                            None => match tokio::time::timeout_at(gather, consumer.next()).await {
+                                Ok(next) => next,
+                                Err(_) => break,
+                            },
+                        };
+                        match next {
+                            Some(Ok(d)) => batch.push(d),
+                            Some(Err(e)) => {
+                                lost = Some(anyhow::Error::new(e).context(format!("{} lane's consumer stream failed", lane.as_str())));
+                                break;
+                            }
+                            None => {
+                                lost = Some(anyhow::anyhow!("the {} lane's consumer was cancelled by the broker", lane.as_str()));
+                                break;
+                            }
                         }
                     }
-                    held.spawn(settle(handling.clone(), batch));
+                    held.spawn(settle(handling.clone(), lane, batch));
+                    if let Some(e) = lost {
+                        break Ended::Lost(e);
+                    }
                 }
                 Some(Err(e)) => break Ended::Lost(anyhow::Error::new(e).context(format!("{} lane's consumer stream failed", lane.as_str()))),
                 None => break Ended::Lost(anyhow::anyhow!("the {} lane's consumer was cancelled by the broker", lane.as_str())),
@@ -291,13 +315,18 @@ async fn drain(lane: LaneConsumer, handling: Handling, stop: CancellationToken) 
 
 /// Handles a batch of deliveries and settles each: ack, reject to the dead-letter queue, or
 /// requeue after a pause.
-async fn settle(handling: Handling, batch: Vec<Delivery>) {
+async fn settle(handling: Handling, lane: Lane, batch: Vec<Delivery>) {
     let Handling {
         dispatcher,
         pacer,
         shutdown,
     } = handling;
     let payloads: Vec<&[u8]> = batch.iter().map(|d| d.data.as_slice()).collect();
+    dispatcher
+        .metrics()
+        .stage_batch_events
+        .with_label_values(&[lane.as_str()])
+        .observe(payloads.len() as f64);
     let outcomes = dispatcher.handle_batch(&payloads).await;
     let failure = outcomes.iter().find_map(|o| match o {
         Outcome::Retry(error) => Some(error.clone()),

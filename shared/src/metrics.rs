@@ -20,6 +20,8 @@ pub struct Metrics {
     pub events_dead_lettered: IntCounter,
     pub events_requeued: IntCounter,
     pub stage_latency: Histogram,
+    /// Events a dispatcher staged together, per batch and lane.
+    pub stage_batch_events: HistogramVec,
     pub leases: IntCounter,
     pub lease_expiries: IntCounter,
     pub reports: IntCounterVec,
@@ -103,6 +105,18 @@ impl Metrics {
         registry
             .register(Box::new(stage_latency.clone()))
             .expect("unique metric");
+        let stage_batch_events = HistogramVec::new(
+            HistogramOpts::new(
+                "stage_batch_events",
+                "Message events a dispatcher staged together, per batch, by lane",
+            )
+            .buckets(vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0]),
+            &["lane"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(stage_batch_events.clone()))
+            .expect("unique metric");
         let agent_in_flight = gauge_vec(
             &registry,
             "agent_in_flight_messages",
@@ -158,6 +172,7 @@ impl Metrics {
                 "Events requeued after a database error",
             ),
             stage_latency,
+            stage_batch_events,
             leases: counter(&registry, "leases_total", "Messages leased to agents"),
             lease_expiries: counter(
                 &registry,

@@ -64,6 +64,7 @@ async fn a_request_is_accepted_stored_published_and_staged() {
         let metrics = dispatcher.metrics.render();
         metrics.contains("sms_messages_staged_total 2")
             && metrics.contains("sms_stage_latency_seconds_count 2")
+            && metrics.contains("sms_stage_batch_events_sum{lane=\"bulk\"} 2")
     })
     .await;
     assert!(counted, "{}", dispatcher.metrics.render());
