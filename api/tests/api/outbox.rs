@@ -90,6 +90,46 @@ async fn confirmed_events_that_never_staged_are_published_again() {
 }
 
 #[tokio::test]
+async fn marks_write_only_the_messages_still_unmarked() {
+    let app = spawn_app().await;
+    let s = app.sender().await;
+    let recipients = [
+        ("0901234567", "1"),
+        ("0901234568", "2"),
+        ("0901234569", "3"),
+    ];
+    assert_eq!(
+        app.submit(&s, &recipients).await.status(),
+        StatusCode::ACCEPTED
+    );
+    assert!(
+        eventually(10, || async {
+            app.count("sms_messages", doc! {"published": true}).await == 3
+        })
+        .await
+    );
+    let messages = app.db.messages.collection();
+    let mut ids = Vec::new();
+    let mut cursor = messages.find(doc! {}).await.unwrap();
+    while let Some(m) = cursor.try_next().await.unwrap() {
+        ids.push(m.id);
+    }
+    assert_eq!(ids.len(), 3);
+    // Two of them as if their marks had not been written yet.
+    messages
+        .update_many(
+            doc! {"_id": {"$in": &ids[..2]}},
+            doc! {"$set": {"published": false}},
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(app.db.messages.mark_published(&ids).await.unwrap(), 2);
+    assert_eq!(app.count("sms_messages", doc! {"published": true}).await, 3);
+    assert_eq!(app.db.messages.mark_published(&ids).await.unwrap(), 0);
+}
+
+#[tokio::test]
 async fn create_indexes_retires_the_lease_indexes_of_sms_messages() {
     let app = spawn_app().await;
     let coll = app.db.messages.collection();

@@ -85,19 +85,44 @@ impl Messages {
     /// Marks messages whose events RabbitMQ confirmed, [`INSERT_PIECE`] at a time: a burst's
     /// marks are mostly still to write (staging has not reached them), and one write of a whole
     /// request's would hold the collection long enough to delay a one-time password's insert.
+    /// Each piece is read first: a dispatcher that staged a message marked it already, and a
+    /// write that finds nothing to change still holds the collection while it looks (reads
+    /// hold nothing), so only the messages still unmarked are written.
     pub async fn mark_published(&self, ids: &[ObjectId]) -> mongodb::error::Result<u64> {
         let mut modified = 0;
         for piece in ids.chunks(INSERT_PIECE) {
+            let unmarked = self.unmarked(piece).await?;
+            if unmarked.is_empty() {
+                continue;
+            }
             let r = self
                 .0
                 .update_many(
-                    doc! {"_id": {"$in": piece}, "published": false},
+                    doc! {"_id": {"$in": &unmarked}, "published": false},
                     doc! {"$set": {"published": true, "published_at": time::bson_now()}},
                 )
                 .await?;
             modified += r.modified_count;
         }
         Ok(modified)
+    }
+
+    /// Which of `ids` are not marked published.
+    async fn unmarked(&self, ids: &[ObjectId]) -> mongodb::error::Result<Vec<ObjectId>> {
+        #[derive(Deserialize)]
+        struct Id {
+            #[serde(rename = "_id")]
+            id: ObjectId,
+        }
+        let found: Vec<Id> = self
+            .0
+            .clone_with_type::<Id>()
+            .find(doc! {"_id": {"$in": ids}, "published": false})
+            .projection(doc! {"_id": 1})
+            .await?
+            .try_collect()
+            .await?;
+        Ok(found.into_iter().map(|i| i.id).collect())
     }
 
     /// Moves the publication time of republished messages to now.
