@@ -44,6 +44,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         client_writes: Default::default(),
         hash_gate: crate::login_guard::HashGate::per_core(),
         wake: Default::default(),
+        backlog: Default::default(),
         config,
     }))
 }

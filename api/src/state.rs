@@ -9,6 +9,7 @@ use sms_shared::db::Db;
 use sms_shared::metrics::Metrics;
 use tokio_util::task::TaskTracker;
 
+use crate::background::backlog::Backlog;
 use crate::background::outbox::ClientWrites;
 use crate::config::Config;
 use crate::login_guard::HashGate;
@@ -28,6 +29,8 @@ pub struct App {
     pub hash_gate: HashGate,
     /// Where long polls wait for wake events.
     pub wake: Arc<WakeHub>,
+    /// Whether the dispatchers are working through a backlog, as last asked.
+    pub backlog: Backlog,
 }
 
 #[derive(Clone)]

@@ -1,4 +1,5 @@
-//! Background loops of the API process: the outbox sweeper ([`outbox`]), the reconciler
+//! Background loops of the API process: the outbox sweeper ([`outbox`], which waits out the
+//! dispatchers' [`backlog`]), the reconciler
 //! ([`reconciler`]), the message queues' watch ([`queue_watch`]) and the wake consumer
 //! ([`wake`]). Each stops when the token is cancelled.
 
@@ -7,6 +8,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::state::AppState;
 
+pub mod backlog;
 pub mod outbox;
 pub mod queue_watch;
 pub mod reconciler;

@@ -11,10 +11,11 @@
 //! a mark does), bulk events wait until none has been in flight for a moment ([`SETTLE`]: the
 //! gaps between a burst's requests do not count), but no longer than half the sweeper's grace
 //! period after the request was accepted; a lone request's events go out [`SETTLE`] after it,
-//! a small request's at once. Marks wait for that deadline: by then a dispatcher that staged
-//! the message has marked it published too, so a mark often finds nothing left to write, and
-//! a burst's marks do not meet its staging. Fast lane events (one-time passwords) never wait:
-//! they are published at once, ahead of the bulk events of the same batch.
+//! a small request's at once. Marks wait for that deadline, and bulk marks also for the
+//! dispatchers' backlog to be gone (`backlog`): by then a dispatcher that staged the message
+//! has marked it published too, so a mark often finds nothing left to write, and a burst's
+//! marks do not meet its staging. Fast lane events (one-time passwords) never wait: they are
+//! published at once, ahead of the bulk events of the same batch.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use sms_shared::time;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::backlog;
 use crate::state::AppState;
 
 /// Events per publish batch (and per outbox scan).
@@ -161,14 +163,35 @@ async fn publish_and_mark(
         .cloned()
         .partition(|e| state.publisher.lane(e) == Lane::Fast);
     let mut confirmed = publish_now(state, &fast).await;
-    if !bulk.is_empty() {
+    let bulk_confirmed = if bulk.is_empty() {
+        Vec::new()
+    } else {
         state.client_writes.settled(deadline).await;
-        confirmed.extend(publish_now(state, &bulk).await);
-    }
+        publish_now(state, &bulk).await
+    };
     match marks {
-        Marks::AtDeadline => tokio::time::sleep_until(deadline.into()).await,
-        Marks::WhenSettled => state.client_writes.settled(deadline).await,
+        Marks::AtDeadline => {
+            tokio::time::sleep_until(deadline.into()).await;
+            let mut marked = mark(state, &confirmed).await;
+            if !bulk_confirmed.is_empty() {
+                // During a backlog the dispatchers mark these as they stage them (`backlog`).
+                let until = since + backlog::BACKLOG_GRACE / 2;
+                state.backlog.wait_out(state, until.into()).await;
+                marked += mark(state, &bulk_confirmed).await;
+            }
+            marked
+        }
+        Marks::WhenSettled => {
+            state.client_writes.settled(deadline).await;
+            confirmed.extend(bulk_confirmed);
+            mark(state, &confirmed).await
+        }
     }
+}
+
+/// Marks `confirmed` published (those still unmarked); returns how many were handled before the
+/// first failure.
+async fn mark(state: &AppState, confirmed: &[ObjectId]) -> usize {
     let mut marked = 0;
     for ids in confirmed.chunks(BATCH) {
         if let Err(e) = state.db.messages.mark_published(ids).await {
@@ -206,7 +229,12 @@ async fn publish_now(state: &AppState, events: &[MessageEvent]) -> Vec<ObjectId>
 /// One sweep: republishes messages still unpublished after the grace period. Returns how many
 /// were confirmed this time.
 pub async fn sweep_once(state: &AppState) -> anyhow::Result<usize> {
-    let grace = state.config.outbox_grace.as_millis() as i64;
+    let mut grace = state.config.outbox_grace;
+    if state.backlog.busy(state).await {
+        // An unmarked message's event is most likely still queued (`backlog`).
+        grace = grace.max(backlog::BACKLOG_GRACE);
+    }
+    let grace = grace.as_millis() as i64;
     let mut total = 0;
     loop {
         let before = DateTime::from_millis(time::bson_now().timestamp_millis() - grace);

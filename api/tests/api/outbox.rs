@@ -90,6 +90,66 @@ async fn confirmed_events_that_never_staged_are_published_again() {
 }
 
 #[tokio::test]
+async fn during_a_backlog_bulk_marks_and_the_sweeper_wait_for_the_dispatchers() {
+    let app = spawn_app().await;
+    let s = app.sender().await;
+    // A dispatcher busy with one event and behind on the others: the queue has a consumer and
+    // events waiting.
+    let topology = sms_shared::amqp::Topology::new(&app.config.amqp.prefix);
+    let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.basic_qos(1, Default::default()).await.unwrap();
+    let _busy = ch
+        .basic_consume(
+            &topology.queue,
+            "slow-dispatcher",
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let recipients = [
+        ("0901234567", "1"),
+        ("0901234568", "2"),
+        ("0901234569", "3"),
+    ];
+    assert_eq!(
+        app.submit(&s, &recipients).await.status(),
+        StatusCode::ACCEPTED
+    );
+    assert!(
+        eventually(10, || async {
+            let metrics = app.get("/metrics", Auth::None).await.text().await.unwrap();
+            metrics.contains("sms_events_confirmed_total 3")
+        })
+        .await
+    );
+    // Past the marks' usual deadline and the sweeper's grace (250 and 500 ms here), several times.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(
+        app.count("sms_messages", doc! {"published": true}).await,
+        0,
+        "the dispatchers mark what they stage"
+    );
+    let metrics = app.get("/metrics", Auth::None).await.text().await.unwrap();
+    assert!(
+        metrics.contains("sms_outbox_republished_total 0"),
+        "{metrics}"
+    );
+
+    // The dispatcher goes: events wait with nobody coming for them, so the marks are written.
+    ch.close(200, "gone").await.unwrap();
+    assert!(
+        eventually(10, || async {
+            app.count("sms_messages", doc! {"published": true}).await == 3
+        })
+        .await
+    );
+}
+
+#[tokio::test]
 async fn marks_write_only_the_messages_still_unmarked() {
     let app = spawn_app().await;
     let s = app.sender().await;

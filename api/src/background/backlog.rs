@@ -1,0 +1,61 @@
+//! Whether the dispatchers are working through a backlog: events wait in a message queue that
+//! has consumers.
+//!
+//! During a backlog, a confirmed event whose message is not staged yet is most likely still in
+//! the queue, and the dispatcher that stages the message marks it published. So the API's own
+//! publish marks of bulk events wait for the backlog to be gone (a message then staged needs no
+//! mark: a mark only writes what is still unmarked), and the outbox sweeper takes an unmarked
+//! message for one whose event was lost only after [`BACKLOG_GRACE`] instead of
+//! `OUTBOX_SWEEP_AFTER_MS`. Without either, a burst's 20,000 marks are each one more write to
+//! `sms_messages` than the message needs, and the sweeper would republish whatever a long
+//! backlog has not reached yet.
+//!
+//! Events waiting in a queue *without* consumers are no backlog: no dispatcher is coming for them,
+//! so marks and the sweeper keep their usual times. When the broker cannot be asked, neither
+//! waits either.
+
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use crate::state::AppState;
+
+/// How long, during a backlog, an unmarked message waits before the sweeper publishes it again.
+/// A bulk mark waits for the backlog at most half as long after its request was accepted.
+pub const BACKLOG_GRACE: Duration = Duration::from_secs(60);
+
+/// How long the broker's answer counts as current; marks waiting for the backlog look this often.
+const FRESH: Duration = Duration::from_millis(250);
+
+/// The last answer: when, and whether there was a backlog.
+#[derive(Default)]
+pub struct Backlog(Mutex<Option<(Instant, bool)>>);
+
+impl Backlog {
+    /// Whether events wait in a message queue that has consumers, as the broker answered at
+    /// most [`FRESH`] ago (one process asks at most that often); `false` when it cannot be asked.
+    pub async fn busy(&self, state: &AppState) -> bool {
+        let mut last = self.0.lock().await;
+        if let Some((at, busy)) = *last {
+            if at.elapsed() < FRESH {
+                return busy;
+            }
+        }
+        let busy = match tokio::time::timeout(FRESH * 4, state.publisher.queue_stats()).await {
+            Ok(Ok(q)) => [q.bulk, q.fast]
+                .iter()
+                .any(|lane| lane.messages > 0 && lane.consumers > 0),
+            _ => false,
+        };
+        *last = Some((Instant::now(), busy));
+        busy
+    }
+
+    /// Waits while there is a backlog, until `deadline` or until the server stops.
+    pub async fn wait_out(&self, state: &AppState, deadline: Instant) {
+        while Instant::now() < deadline && !state.wake.is_closed() && self.busy(state).await {
+            tokio::time::sleep(FRESH.min(deadline.saturating_duration_since(Instant::now()))).await;
+        }
+    }
+}
