@@ -169,6 +169,28 @@ pub fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
     }
 }
 
+/// The `_id`s of `coll`'s documents matching `filter` (read only: no document is fetched
+/// whole).
+pub(crate) async fn ids_matching<T: Send + Sync>(
+    coll: &mongodb::Collection<T>,
+    filter: mongodb::bson::Document,
+) -> mongodb::error::Result<Vec<mongodb::bson::oid::ObjectId>> {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        #[serde(rename = "_id")]
+        id: mongodb::bson::oid::ObjectId,
+    }
+    use futures::TryStreamExt;
+    let found: Vec<Id> = coll
+        .clone_with_type::<Id>()
+        .find(filter)
+        .projection(mongodb::bson::doc! {"_id": 1})
+        .await?
+        .try_collect()
+        .await?;
+    Ok(found.into_iter().map(|i| i.id).collect())
+}
+
 /// Creates `models` on `coll`.
 pub(crate) async fn ensure_indexes<T: Send + Sync>(
     coll: &mongodb::Collection<T>,

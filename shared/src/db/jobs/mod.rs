@@ -227,20 +227,8 @@ impl Jobs {
         if ids.is_empty() {
             return Ok(HashSet::new());
         }
-        #[derive(Deserialize)]
-        struct Id {
-            #[serde(rename = "_id")]
-            id: ObjectId,
-        }
-        let found: Vec<Id> = self
-            .0
-            .clone_with_type::<Id>()
-            .find(doc! {"_id": {"$in": ids}})
-            .projection(doc! {"_id": 1})
-            .await?
-            .try_collect()
-            .await?;
-        Ok(found.into_iter().map(|i| i.id).collect())
+        let found = super::ids_matching(&self.0, doc! {"_id": {"$in": ids}}).await?;
+        Ok(found.into_iter().collect())
     }
 
     /// The job of message `id`, if it has one.

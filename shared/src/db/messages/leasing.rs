@@ -5,9 +5,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use futures::TryStreamExt;
 use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
-use serde::Deserialize;
 
 use super::Messages;
 use crate::db::jobs::{Claimed, Job};
@@ -168,19 +166,9 @@ impl Messages {
         ids: &[ObjectId],
         lease_id: &str,
     ) -> mongodb::error::Result<HashSet<ObjectId>> {
-        #[derive(Deserialize)]
-        struct Id {
-            #[serde(rename = "_id")]
-            id: ObjectId,
-        }
-        let found: Vec<Id> = self
-            .0
-            .clone_with_type::<Id>()
-            .find(doc! {"_id": {"$in": ids}, "lease_id": lease_id})
-            .projection(doc! {"_id": 1})
-            .await?
-            .try_collect()
-            .await?;
-        Ok(found.into_iter().map(|i| i.id).collect())
+        let found =
+            crate::db::ids_matching(&self.0, doc! {"_id": {"$in": ids}, "lease_id": lease_id})
+                .await?;
+        Ok(found.into_iter().collect())
     }
 }

@@ -109,20 +109,7 @@ impl Messages {
 
     /// Which of `ids` are not marked published.
     async fn unmarked(&self, ids: &[ObjectId]) -> mongodb::error::Result<Vec<ObjectId>> {
-        #[derive(Deserialize)]
-        struct Id {
-            #[serde(rename = "_id")]
-            id: ObjectId,
-        }
-        let found: Vec<Id> = self
-            .0
-            .clone_with_type::<Id>()
-            .find(doc! {"_id": {"$in": ids}, "published": false})
-            .projection(doc! {"_id": 1})
-            .await?
-            .try_collect()
-            .await?;
-        Ok(found.into_iter().map(|i| i.id).collect())
+        crate::db::ids_matching(&self.0, doc! {"_id": {"$in": ids}, "published": false}).await
     }
 
     /// Moves the publication time of republished messages to now.

@@ -186,15 +186,9 @@ impl Messages {
         let moved: HashSet<ObjectId> = if modified == ids.len() as u64 {
             ids.iter().copied().collect()
         } else {
-            self.0
-                .clone_with_type::<mongodb::bson::Document>()
-                .find(doc! {"_id": {"$in": &ids}, "report_batch": tag})
-                .projection(doc! {"_id": 1})
+            crate::db::ids_matching(&self.0, doc! {"_id": {"$in": &ids}, "report_batch": tag})
                 .await?
-                .try_collect::<Vec<_>>()
-                .await?
-                .iter()
-                .filter_map(|d| d.get_object_id("_id").ok())
+                .into_iter()
                 .collect()
         };
         for m in messages {
