@@ -3,7 +3,7 @@
 //!
 //! One connection carries both lanes: the bulk queue and the fast lane's queue are consumed on
 //! channels and tasks of their own, so a fast event never waits behind bulk batches here. Bulk
-//! events are staged two batches at a time, each of what has arrived meanwhile; fast events
+//! events are staged one batch at a time, each of what has arrived meanwhile; fast events
 //! each alone, at once.
 //! When either lane loses its consumer, both stop and the whole connection is made again. A
 //! third channel carries the wakes staging sends (see `wake.rs`).
@@ -29,12 +29,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Dispatcher, Outcome};
 
-/// Bulk batches staged at once, each of at most an equal share of the prefetch. While they run,
+/// Bulk batches staged at once, each of at most an equal share of the prefetch. While one runs,
 /// the next events gather in the consumer, so the next batch takes them all: staging events as
-/// they trickle in would spend a round of writes on every one or two messages.
-const BULK_IN_FLIGHT: usize = 2;
-/// While a bulk batch is being staged, how long the next one may wait to fill up: the events
-/// the broker sends as the last batch's acks arrive come a few at a time.
+/// they trickle in would spend a round of writes on every one or two messages. One at a time
+/// per dispatcher: every write of a batch to `sms_messages` queues at the database in front of
+/// one-time passwords' writes, so fewer, larger writes let them through sooner.
+const BULK_IN_FLIGHT: usize = 1;
+/// How long a bulk batch may wait to fill up: the events the broker sends as the last batch's
+/// acks arrive come a few at a time, and so do a request's. Fast lane events never wait.
 const GATHER: Duration = Duration::from_millis(20);
 /// Fast lane events are staged one by one, each as soon as it arrives: in a batch, one would
 /// wait for the others' writes.
@@ -272,15 +274,14 @@ async fn drain(lane: LaneConsumer, handling: Handling, stop: CancellationToken) 
             Some(_) = held.join_next(), if busy => {}
             next = consumer.next(), if !busy => match next {
                 Some(Ok(delivery)) => {
-                    // Take whatever else has already arrived, to stage it with the same queries;
-                    // while another batch is being staged, wait a moment for the batch to fill.
+                    // Take whatever else arrives within a moment, to stage it with the same
+                    // queries.
                     let mut batch = vec![delivery];
                     let gather = tokio::time::Instant::now() + GATHER;
                     let mut lost = None;
                     while batch.len() < most {
                         let next = match consumer.next().now_or_never() {
                             Some(next) => next,
-                            None if held.is_empty() => break,
                             None => match tokio::time::timeout_at(gather, consumer.next()).await {
                                 Ok(next) => next,
                                 Err(_) => break,
