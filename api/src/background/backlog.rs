@@ -16,6 +16,7 @@
 
 use std::time::Duration;
 
+use sms_shared::amqp::MessageQueues;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
@@ -28,28 +29,33 @@ pub const BACKLOG_GRACE: Duration = Duration::from_secs(60);
 /// How long the broker's answer counts as current; marks waiting for the backlog look this often.
 const FRESH: Duration = Duration::from_millis(250);
 
-/// The last answer: when, and whether there was a backlog.
+/// The broker's last answer about the message queues: when, and what (`None`: it could not be
+/// asked).
 #[derive(Default)]
-pub struct Backlog(Mutex<Option<(Instant, bool)>>);
+pub struct Backlog(Mutex<Option<(Instant, Option<MessageQueues>)>>);
 
 impl Backlog {
-    /// Whether events wait in a message queue that has consumers, as the broker answered at
-    /// most [`FRESH`] ago (one process asks at most that often); `false` when it cannot be asked.
-    pub async fn busy(&self, state: &AppState) -> bool {
+    /// The message queues' counts as the broker answered at most [`FRESH`] ago (one process asks
+    /// at most that often); `None` when it cannot be asked.
+    pub async fn queues(&self, state: &AppState) -> Option<MessageQueues> {
         let mut last = self.0.lock().await;
-        if let Some((at, busy)) = *last {
+        if let Some((at, queues)) = *last {
             if at.elapsed() < FRESH {
-                return busy;
+                return queues;
             }
         }
-        let busy = match tokio::time::timeout(FRESH * 4, state.publisher.queue_stats()).await {
-            Ok(Ok(q)) => [q.bulk, q.fast]
-                .iter()
-                .any(|lane| lane.messages > 0 && lane.consumers > 0),
-            _ => false,
-        };
-        *last = Some((Instant::now(), busy));
-        busy
+        let queues = tokio::time::timeout(FRESH * 4, state.publisher.queue_stats())
+            .await
+            .ok()
+            .and_then(Result::ok);
+        *last = Some((Instant::now(), queues));
+        queues
+    }
+
+    /// Whether events wait in a message queue that has consumers; `false` when the broker
+    /// cannot be asked.
+    pub async fn busy(&self, state: &AppState) -> bool {
+        self.queues(state).await.is_some_and(|q| q.backlogged())
     }
 
     /// Waits while there is a backlog, until `deadline` or until the server stops.

@@ -270,8 +270,11 @@ pub async fn restage_once(state: &AppState) -> anyhow::Result<usize> {
         return Ok(0);
     }
     // While either queue still holds events, dispatchers are behind rather than events lost.
-    if state.publisher.queue_depth().await? > 0 {
-        return Ok(0);
+    let queues = state.backlog.queues(state).await;
+    match queues {
+        None => anyhow::bail!("could not inspect the message queues"),
+        Some(q) if q.ready() > 0 => return Ok(0),
+        Some(_) => {}
     }
     let events: Vec<MessageEvent> = stuck.iter().copied().map(event).collect();
     let results = state.publisher.publish(&events).await?;

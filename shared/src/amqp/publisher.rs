@@ -172,6 +172,14 @@ impl MessageQueues {
         self.bulk.messages.saturating_add(self.fast.messages)
     }
 
+    /// Whether dispatchers are working through a backlog: events wait in a queue that has
+    /// consumers.
+    pub fn backlogged(&self) -> bool {
+        [self.bulk, self.fast]
+            .iter()
+            .any(|q| q.messages > 0 && q.consumers > 0)
+    }
+
     /// Dispatchers consuming both queues: every dispatcher consumes both, so the smaller count
     /// is the number of dispatchers that stage both lanes.
     pub fn dispatchers(&self) -> u32 {
@@ -302,11 +310,6 @@ impl Publisher {
         })
     }
 
-    /// Events ready in the message queues, both lanes.
-    pub async fn queue_depth(&self) -> anyhow::Result<u32> {
-        Ok(self.queue_stats().await?.ready())
-    }
-
     /// Whether the broker is reachable: a channel can be opened. Never waits for a publishing
     /// channel to be free.
     pub async fn check(&self) -> anyhow::Result<()> {
@@ -432,5 +435,30 @@ impl Publisher {
             anyhow::bail!("RabbitMQ did not accept any event");
         }
         Ok(results)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queues(bulk: (u32, u32), fast: (u32, u32)) -> MessageQueues {
+        let stats = |(messages, consumers)| QueueStats {
+            messages,
+            consumers,
+        };
+        MessageQueues {
+            bulk: stats(bulk),
+            fast: stats(fast),
+        }
+    }
+
+    #[test]
+    fn a_backlog_is_events_waiting_where_dispatchers_consume() {
+        assert!(queues((5, 2), (0, 2)).backlogged());
+        assert!(queues((0, 2), (1, 2)).backlogged());
+        // Nobody is coming for these.
+        assert!(!queues((5, 0), (3, 0)).backlogged());
+        assert!(!queues((0, 2), (0, 2)).backlogged());
     }
 }
