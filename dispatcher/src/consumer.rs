@@ -289,29 +289,36 @@ async fn drain(lane: LaneConsumer, handling: Handling, stop: CancellationToken) 
                         };
                         match next {
                             Some(Ok(d)) => batch.push(d),
-                            Some(Err(e)) => {
-                                lost = Some(anyhow::Error::new(e).context(format!("{} lane's consumer stream failed", lane.as_str())));
-                                break;
-                            }
-                            None => {
-                                lost = Some(anyhow::anyhow!("the {} lane's consumer was cancelled by the broker", lane.as_str()));
+                            other => {
+                                lost = Some(consumer_lost(lane, other));
                                 break;
                             }
                         }
                     }
                     held.spawn(settle(handling.clone(), lane, batch));
-                    if let Some(e) = lost {
-                        break Ended::Lost(e);
+                    if let Some(ended) = lost {
+                        break ended;
                     }
                 }
-                Some(Err(e)) => break Ended::Lost(anyhow::Error::new(e).context(format!("{} lane's consumer stream failed", lane.as_str()))),
-                None => break Ended::Lost(anyhow::anyhow!("the {} lane's consumer was cancelled by the broker", lane.as_str())),
+                other => break consumer_lost(lane, other),
             }
         }
     };
     while held.join_next().await.is_some() {}
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, channel.close(200, "dispatcher stopping")).await;
     ended
+}
+
+/// How a lane's consumer stream ended that yielded `next` instead of a delivery.
+fn consumer_lost(lane: Lane, next: Option<lapin::Result<Delivery>>) -> Ended {
+    Ended::Lost(match next {
+        Some(Err(e)) => anyhow::Error::new(e)
+            .context(format!("{} lane's consumer stream failed", lane.as_str())),
+        _ => anyhow::anyhow!(
+            "the {} lane's consumer was cancelled by the broker",
+            lane.as_str()
+        ),
+    })
 }
 
 /// Handles a batch of deliveries and settles each: ack, reject to the dead-letter queue, or

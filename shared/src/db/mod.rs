@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use futures::TryStreamExt;
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::ClientOptions;
 use mongodb::{Client, Database};
@@ -180,7 +181,6 @@ pub(crate) async fn ids_matching<T: Send + Sync>(
         #[serde(rename = "_id")]
         id: mongodb::bson::oid::ObjectId,
     }
-    use futures::TryStreamExt;
     let found: Vec<Id> = coll
         .clone_with_type::<Id>()
         .find(filter)
