@@ -221,7 +221,13 @@ pub async fn run(args: &BenchArgs, progress: &Progress) -> anyhow::Result<BenchR
     otp_agent.stop().await?;
     report.set_pipeline(&piped);
     report.set_otp_busy(&piped.otp);
-    let steps = otp_steps::read(&messages, fixture.otp_agent.0, busy_since).await?;
+    let steps = otp_steps::read(
+        &messages,
+        fixture.otp_agent.0,
+        busy_since,
+        &piped.otp.wall_ms,
+    )
+    .await?;
     report.set_otp_steps(&steps);
 
     // What the database says about every message of the run.

@@ -53,9 +53,21 @@ pub struct OtpFigures {
     pub received: u64,
     /// `POST` to poll answer, per OTP received.
     pub latencies_ms: Vec<f64>,
+    /// Per recipient received, the wall clock (Unix milliseconds) when its `POST` was sent and
+    /// when the poll answer holding it arrived: the outer steps of `otp_steps`.
+    pub wall_ms: HashMap<String, (i64, i64)>,
 }
 
-type Times = Arc<Mutex<HashMap<String, Instant>>>;
+/// Per recipient, when (monotonic, and wall clock in Unix milliseconds).
+type Times = Arc<Mutex<HashMap<String, (Instant, i64)>>>;
+
+/// Now, as [`Times`] holds it.
+fn stamp() -> (Instant, i64) {
+    (
+        Instant::now(),
+        sms_shared::time::bson_now().timestamp_millis(),
+    )
+}
 
 /// The dedicated OTP agent, long-polling from [`OtpAgent::start`] to [`OtpAgent::stop`]. It
 /// runs across both OTP phases: a long poll abandoned in between could still lease the next
@@ -119,7 +131,7 @@ pub async fn measure(
         k += 1;
         let (api, key, sent_at) = (t.api.clone(), t.api_key.clone(), sent_at.clone());
         posts.spawn(async move {
-            sent_at.lock().expect("otp lock").insert(to, Instant::now());
+            sent_at.lock().expect("otp lock").insert(to, stamp());
             api.submit(&key, &body).await.map(|a| a.total as u64)
         });
     }
@@ -141,11 +153,12 @@ pub async fn measure(
 
     let sent_at = sent_at.lock().expect("otp lock");
     let received_at = received_at.lock().expect("otp lock");
-    for (to, sent) in sent_at.iter() {
-        if let Some(got) = received_at.get(to) {
+    for (to, (sent, sent_wall)) in sent_at.iter() {
+        if let Some((got, got_wall)) = received_at.get(to) {
             figures.received += 1;
             let ms = got.saturating_duration_since(*sent).as_secs_f64() * 1000.0;
             figures.latencies_ms.push(ms);
+            figures.wall_ms.insert(to.clone(), (*sent_wall, *got_wall));
         }
     }
     Ok(figures)
@@ -198,7 +211,7 @@ async fn agent_loop(
         if jobs.is_empty() {
             continue;
         }
-        let now = Instant::now();
+        let now = stamp();
         {
             let mut got = received_at.lock().expect("otp lock");
             for j in &jobs {

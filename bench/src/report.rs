@@ -56,12 +56,18 @@ pub struct BenchReport {
     /// `POST` to lease of OTPs while the pipeline's bulk is submitted and staged.
     pub otp_p50_ms: f64,
     pub otp_p99_ms: f64,
+    /// Of those OTPs, from sending the `POST` to its acceptance (`created_at`).
+    pub otp_post_to_accepted_p50_ms: f64,
+    pub otp_post_to_accepted_p99_ms: f64,
     /// Of those OTPs, from acceptance to a dispatcher staging them (`created_at` to `staged_at`).
     pub otp_accept_to_staged_p50_ms: f64,
     pub otp_accept_to_staged_p99_ms: f64,
     /// Of those OTPs, from staging to a poll claiming their job (`staged_at` to `leased_at`).
     pub otp_staged_to_leased_p50_ms: f64,
     pub otp_staged_to_leased_p99_ms: f64,
+    /// Of those OTPs, from the claim (`leased_at`) to the poll's answer arriving.
+    pub otp_leased_to_answer_p50_ms: f64,
+    pub otp_leased_to_answer_p99_ms: f64,
 
     pub raw_insert_seconds: f64,
     pub raw_find_and_modify_seconds: f64,
@@ -164,6 +170,10 @@ impl BenchReport {
 
     /// The figures of the OTPs sent while the pipeline's bulk was submitted and staged.
     pub fn set_otp_steps(&mut self, s: &OtpSteps) {
+        self.otp_post_to_accepted_p50_ms = percentile(&s.to_accepted_ms, 0.50);
+        self.otp_post_to_accepted_p99_ms = percentile(&s.to_accepted_ms, 0.99);
+        self.otp_leased_to_answer_p50_ms = percentile(&s.to_answer_ms, 0.50);
+        self.otp_leased_to_answer_p99_ms = percentile(&s.to_answer_ms, 0.99);
         self.otp_accept_to_staged_p50_ms = percentile(&s.to_staged_ms, 0.50);
         self.otp_accept_to_staged_p99_ms = percentile(&s.to_staged_ms, 0.99);
         self.otp_staged_to_leased_p50_ms = percentile(&s.to_leased_ms, 0.50);
@@ -340,21 +350,28 @@ impl BenchReport {
                 self.otp_received, self.otp_sent, self.otp_max_ms
             ),
         );
-        row(
-            "  accepted to staging p50 / p99",
-            format!(
-                "{:.0} / {:.0} ms",
-                self.otp_accept_to_staged_p50_ms, self.otp_accept_to_staged_p99_ms
-            ),
-            "",
+        let mut step = |name: &str, p50: f64, p99: f64| {
+            row(name, format!("{p50:.0} / {p99:.0} ms"), "");
+        };
+        step(
+            "  POST to accepted p50 / p99",
+            self.otp_post_to_accepted_p50_ms,
+            self.otp_post_to_accepted_p99_ms,
         );
-        row(
+        step(
+            "  accepted to staging p50 / p99",
+            self.otp_accept_to_staged_p50_ms,
+            self.otp_accept_to_staged_p99_ms,
+        );
+        step(
             "  staging to lease p50 / p99",
-            format!(
-                "{:.0} / {:.0} ms",
-                self.otp_staged_to_leased_p50_ms, self.otp_staged_to_leased_p99_ms
-            ),
-            "",
+            self.otp_staged_to_leased_p50_ms,
+            self.otp_staged_to_leased_p99_ms,
+        );
+        step(
+            "  lease to answer p50 / p99",
+            self.otp_leased_to_answer_p50_ms,
+            self.otp_leased_to_answer_p99_ms,
         );
         row(
             "submit / raw insert",
