@@ -34,7 +34,9 @@ use crate::{auth, error, middleware as mw, routes};
 /// Connects to MongoDB and prepares the RabbitMQ publisher (connected on first use).
 pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let metrics = Metrics::new();
-    let db = Db::connect(&config.mongo, "sms-api").await?;
+    let db = Db::connect(&config.mongo, "sms-api")
+        .await?
+        .gate_bulk_writes(config.mongo.bulk_writes, config.amqp.fast_lane_priority);
     Ok(AppState::new(App {
         publisher: Publisher::new(config.amqp.clone(), metrics.clone()),
         jwt: JwtKeys::new(&config.jwt),

@@ -130,6 +130,9 @@ pub struct MongoConfig {
     /// `MESSAGE_RETENTION_DAYS`: settled messages older than this are removed by the database's
     /// TTL index (`sms-api create-indexes` manages it); `None` keeps them forever.
     pub message_retention: Option<Duration>,
+    /// `DB_BULK_WRITES`: bulk writes one process makes at once to `sms_messages` and to
+    /// `sms_jobs` (each); 0 for no limit. Fast-lane writes never wait for one.
+    pub bulk_writes: usize,
 }
 
 impl MongoConfig {
@@ -156,6 +159,7 @@ impl MongoConfig {
             uri: SecretUrl::new(uri),
             db,
             message_retention,
+            bulk_writes: env.ranged("DB_BULK_WRITES", 3, 0, 1_000)?,
         })
     }
 }
@@ -397,6 +401,15 @@ mod tests {
             let err = MongoConfig::from_env(&env(&[("MESSAGE_RETENTION_DAYS", bad)])).unwrap_err();
             assert_eq!(err.var, "MESSAGE_RETENTION_DAYS");
         }
+    }
+
+    #[test]
+    fn bulk_writes_take_three_turns_unless_set() {
+        assert_eq!(MongoConfig::from_env(&env(&[])).unwrap().bulk_writes, 3);
+        let off = MongoConfig::from_env(&env(&[("DB_BULK_WRITES", "0")])).unwrap();
+        assert_eq!(off.bulk_writes, 0);
+        let err = MongoConfig::from_env(&env(&[("DB_BULK_WRITES", "many")])).unwrap_err();
+        assert_eq!(err.var, "DB_BULK_WRITES");
     }
 
     #[test]

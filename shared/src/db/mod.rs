@@ -17,6 +17,7 @@ pub mod agent_rate;
 pub mod agents;
 pub mod api_keys;
 pub mod audit_logs;
+pub mod bulk_gate;
 pub mod dedup;
 pub mod hints;
 pub mod jobs;
@@ -93,6 +94,16 @@ impl Db {
             message_retention: None,
             database,
         }
+    }
+
+    /// Bulk writes to `sms_messages` and to `sms_jobs` take turns, at most `writes` at a time to
+    /// each (0: no limit); writes carrying a message of `priority_weight` ≥ `fast_lane_priority`
+    /// never wait (`bulk_gate`).
+    pub fn gate_bulk_writes(mut self, writes: usize, fast_lane_priority: i32) -> Self {
+        let gate = || bulk_gate::BulkGate::new(writes, fast_lane_priority);
+        self.messages = self.messages.gated(gate());
+        self.jobs = self.jobs.gated(gate());
+        self
     }
 
     /// Round-trips a `ping` to the server.

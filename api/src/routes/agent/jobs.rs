@@ -4,7 +4,7 @@
 //! there.
 //!
 //! One look is its steps: record the poll (the reconciler releases the pool messages of agents
-//! that stopped polling) → reserve the allowance → claim jobs in `sms_jobs` (live work only,
+//! that stopped polling) and, at the same time, reserve the allowance → claim jobs in `sms_jobs` (live work only,
 //! whatever the history) → record the lease on their messages and count `PENDING → ASSIGNED` →
 //! give back the unused allowance. A job is handed out only once its message carries the lease.
 //!
@@ -229,17 +229,20 @@ enum Look {
 async fn look(state: &AppState, agent: &Agent, limit: i64) -> ApiResult<Look> {
     let now = time::now();
     let rules = &state.config.rules;
-    state
-        .db
-        .agents
-        .record_poll(agent, time::to_bson(now), rules.agent_stale)
-        .await?;
     let caps = Caps::of(agent, i64::from(rules.agent_rate_limit_per_min));
-    let grant = state
-        .db
-        .agent_rate
-        .reserve(agent.id, limit, caps, now)
-        .await?;
+    // Two collections, neither waiting for the other.
+    let (polled, grant) = tokio::join!(
+        state
+            .db
+            .agents
+            .record_poll(agent, time::to_bson(now), rules.agent_stale),
+        state.db.agent_rate.reserve(agent.id, limit, caps, now),
+    );
+    let grant = grant?;
+    if let Err(e) = polled {
+        let _ = state.db.agent_rate.settle(&grant, 0).await;
+        return Err(e.into());
+    }
     if grant.allowed == 0 {
         return Ok(Look::Paced(
             grant.retry_after_seconds.unwrap_or(IDLE_RETRY_SECONDS),

@@ -40,7 +40,7 @@ impl CandidateQuery {
         Self {
             filter: claimable(agent, now),
             sort: doc! {"priority_weight": -1, "created_at": 1, "_id": 1},
-            projection: doc! {"_id": 1, "status": 1, "holder": 1},
+            projection: doc! {"_id": 1, "status": 1, "holder": 1, "priority_weight": 1},
             hint: LEASE_ORDER_INDEX,
             limit,
         }
@@ -108,6 +108,7 @@ impl Jobs {
             status: Status,
             #[serde(default)]
             holder: Option<ObjectId>,
+            priority_weight: i32,
         }
         let q = CandidateQuery::new(agent, limit, now);
         let coll = self.0.clone_with_type::<Candidate>();
@@ -127,6 +128,10 @@ impl Jobs {
         let expires = DateTime::from_millis(now.timestamp_millis() + lease_for.as_millis() as i64);
         let mut fence = doc! {"_id": {"$in": &ids}};
         fence.extend(claimable(agent, now));
+        let turn = self
+            .2
+            .turn(candidates.iter().map(|c| c.priority_weight))
+            .await;
         let claimed = self
             .0
             .update_many(
@@ -144,6 +149,7 @@ impl Jobs {
                 },
             )
             .await?;
+        drop(turn);
         if claimed.modified_count == 0 {
             return Ok(Claimed::default());
         }

@@ -34,6 +34,7 @@ use mongodb::error::ErrorKind;
 use mongodb::{Collection, Database};
 use serde::{Deserialize, Serialize};
 
+use super::bulk_gate::BulkGate;
 use super::hints::Hints;
 use super::messages::{Message, Messages};
 use super::stats::Counted;
@@ -160,11 +161,16 @@ impl Job {
 
 /// The `sms_jobs` collection.
 #[derive(Clone)]
-pub struct Jobs(Collection<Job>, Hints);
+pub struct Jobs(Collection<Job>, Hints, BulkGate);
 
 impl Jobs {
     pub fn new(db: &Database, hints: Hints) -> Self {
-        Self(db.collection("sms_jobs"), hints)
+        Self(db.collection("sms_jobs"), hints, BulkGate::default())
+    }
+
+    /// The same collection, its bulk writes taking turns at `gate`.
+    pub fn gated(self, gate: BulkGate) -> Self {
+        Self(self.0, self.1, gate)
     }
 
     pub fn collection(&self) -> &Collection<Job> {

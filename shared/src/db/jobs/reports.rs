@@ -99,6 +99,7 @@ impl Jobs {
             _ => doc! {"$in": ids}.into(),
         };
         let fence = fence(agent, id, status, lease_id);
+        let _turn = self.2.bulk_turn().await;
         Ok(match step {
             JobStep::Finish => self.0.delete_many(fence).await?.deleted_count,
             JobStep::Advance => {

@@ -103,6 +103,7 @@ impl Messages {
                 "attempts": attempts,
                 "updated_at": now,
             };
+            let turn = self.2.turn(jobs.iter().map(|j| j.priority_weight)).await;
             let r = self
                 .0
                 .update_many(
@@ -115,6 +116,7 @@ impl Messages {
                     doc! {"$set": set.clone()},
                 )
                 .await?;
+            drop(turn);
             let all = r.modified_count as usize == ids.len();
             let changed_by_batch = if all {
                 ids.iter().copied().collect()

@@ -23,6 +23,7 @@ use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
 use mongodb::{Collection, Database};
 use serde::{Deserialize, Serialize};
 
+use super::bulk_gate::BulkGate;
 use super::hints::Hints;
 use crate::domain::status::Status;
 
@@ -241,11 +242,16 @@ pub const INSERT_PIECE: usize = 100;
 /// The `sms_messages` collection. Its queries are spread over this module's files, one file per
 /// stage of a message's life.
 #[derive(Clone)]
-pub struct Messages(Collection<Message>, Hints);
+pub struct Messages(Collection<Message>, Hints, BulkGate);
 
 impl Messages {
     pub fn new(db: &Database, hints: Hints) -> Self {
-        Self(db.collection("sms_messages"), hints)
+        Self(db.collection("sms_messages"), hints, BulkGate::default())
+    }
+
+    /// The same collection, its bulk writes taking turns at `gate`.
+    pub fn gated(self, gate: BulkGate) -> Self {
+        Self(self.0, self.1, gate)
     }
 
     pub fn collection(&self) -> &Collection<Message> {
@@ -282,8 +288,10 @@ impl Messages {
     /// Inserts a request's messages in bulk, [`INSERT_PIECE`] at a time: the database applies
     /// the writes to this collection one after another, so another write (a one-time password's
     /// insert, a staging mark) waits for one piece, never for a whole 5,000-recipient request.
+    /// Bulk pieces take turns (`BulkGate`).
     pub async fn insert_many(&self, messages: &[Message]) -> mongodb::error::Result<()> {
         for piece in messages.chunks(INSERT_PIECE) {
+            let _turn = self.2.turn(piece.iter().map(|m| m.priority_weight)).await;
             self.0.insert_many(piece).ordered(false).await?;
         }
         Ok(())

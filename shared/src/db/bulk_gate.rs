@@ -1,0 +1,85 @@
+//! Bulk writes to a hot collection (`sms_messages`, `sms_jobs`) take turns inside the process,
+//! at most `DB_BULK_WRITES` at a time per collection. The database applies a collection's writes
+//! one after another, so every write waiting there delays the next one-time password's insert,
+//! claim or lease record; with the turns, that queue holds a few bulk writes of each process, not
+//! every phone's poll and report at once. A write that carries a fast-lane message (its
+//! `priority_weight` at least `FAST_LANE_PRIORITY`) never waits here. The same writes are done,
+//! in the same order per caller: only where they wait changes.
+
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Turns for one collection's bulk writes; the default (and `DB_BULK_WRITES=0`) has none: every
+/// write goes straight to the database.
+#[derive(Clone, Debug, Default)]
+pub struct BulkGate {
+    turns: Option<Arc<Semaphore>>,
+    fast_lane_priority: i32,
+}
+
+/// A bulk write's turn, given back when dropped; `None` for a write that took none.
+pub type Turn = Option<OwnedSemaphorePermit>;
+
+impl BulkGate {
+    /// At most `writes` bulk writes at once (0: no limit); a write carrying a message of
+    /// `priority_weight` ≥ `fast_lane_priority` is never held.
+    pub fn new(writes: usize, fast_lane_priority: i32) -> Self {
+        Self {
+            turns: (writes > 0).then(|| Arc::new(Semaphore::new(writes))),
+            fast_lane_priority,
+        }
+    }
+
+    /// Waits for a turn for a write of messages of these priorities, unless one of them is in
+    /// the fast lane.
+    pub async fn turn(&self, priorities: impl IntoIterator<Item = i32>) -> Turn {
+        let fast = self.fast_lane_priority;
+        if priorities.into_iter().any(|p| p >= fast) {
+            return None;
+        }
+        self.bulk_turn().await
+    }
+
+    /// Waits for a turn for a write that is never urgent (phones' reports).
+    pub async fn bulk_turn(&self) -> Turn {
+        // The semaphore is never closed.
+        self.turns.clone()?.acquire_owned().await.ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    async fn waits(turn: impl std::future::Future<Output = Turn>) -> bool {
+        tokio::time::timeout(Duration::from_millis(50), turn)
+            .await
+            .is_err()
+    }
+
+    #[tokio::test]
+    async fn bulk_writes_wait_for_a_turn_and_fast_lane_ones_never_do() {
+        let gate = BulkGate::new(2, 80);
+        let first = gate.turn([10, 50]).await;
+        let second = gate.bulk_turn().await;
+        assert!(first.is_some() && second.is_some());
+        assert!(waits(gate.turn([10])).await, "a third bulk write waits");
+        assert!(waits(gate.bulk_turn()).await);
+        assert!(!waits(gate.turn([10, 80])).await, "one OTP among them");
+        assert!(gate.turn([100]).await.is_none());
+        drop(first);
+        assert!(!waits(gate.turn([10])).await, "a turn given back is taken");
+    }
+
+    #[tokio::test]
+    async fn without_a_limit_nothing_waits() {
+        for gate in [BulkGate::default(), BulkGate::new(0, 80)] {
+            let held: Vec<Turn> =
+                futures::future::join_all((0..100).map(|_| gate.bulk_turn())).await;
+            assert!(held.iter().all(Option::is_none));
+        }
+    }
+}
