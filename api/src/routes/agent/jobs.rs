@@ -4,9 +4,11 @@
 //! there.
 //!
 //! One look is its steps: record the poll (the reconciler releases the pool messages of agents
-//! that stopped polling) and, at the same time, reserve the allowance → claim jobs in `sms_jobs` (live work only,
-//! whatever the history) → record the lease on their messages and count `PENDING → ASSIGNED` →
-//! give back the unused allowance. A job is handed out only once its message carries the lease.
+//! that stopped polling) and, at the same time, reserve the allowance → claim jobs in `sms_jobs`
+//! (live work only, whatever the history) → record the lease on their messages and count
+//! `PENDING → ASSIGNED` → give back the unused allowance. A job is handed out only once its
+//! message carries the lease. The claim and the lease record of a poll holding no fast-lane job
+//! take turns with the process's other bulk writes (`db::bulk_gate`).
 //!
 //! A long poll (`wait` > 0) that finds nothing registers its interest in its lanes with the wake
 //! hub *before* each look, and between looks waits for a wake (a dispatcher staged a job of one
