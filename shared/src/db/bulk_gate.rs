@@ -6,6 +6,7 @@
 //! `priority_weight` at least `FAST_LANE_PRIORITY`) never waits here. The same writes are done,
 //! in the same order per caller: only where they wait changes.
 
+use std::future::IntoFuture;
 use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -19,7 +20,7 @@ pub struct BulkGate {
 }
 
 /// A bulk write's turn, given back when dropped; `None` for a write that took none.
-pub type Turn = Option<OwnedSemaphorePermit>;
+type Turn = Option<OwnedSemaphorePermit>;
 
 impl BulkGate {
     /// At most `writes` bulk writes at once (0: no limit); a write carrying a message of
@@ -31,9 +32,26 @@ impl BulkGate {
         }
     }
 
+    /// Makes `write` (a write of messages of these priorities) in its turn, unless one of them
+    /// is in the fast lane; the turn is given back as soon as the write is done.
+    pub async fn write<F: IntoFuture>(
+        &self,
+        priorities: impl IntoIterator<Item = i32>,
+        write: F,
+    ) -> F::Output {
+        let _turn = self.turn(priorities).await;
+        write.await
+    }
+
+    /// Makes `write`, which is never urgent (phones' reports), in its turn.
+    pub async fn bulk_write<F: IntoFuture>(&self, write: F) -> F::Output {
+        let _turn = self.bulk_turn().await;
+        write.await
+    }
+
     /// Waits for a turn for a write of messages of these priorities, unless one of them is in
     /// the fast lane.
-    pub async fn turn(&self, priorities: impl IntoIterator<Item = i32>) -> Turn {
+    async fn turn(&self, priorities: impl IntoIterator<Item = i32>) -> Turn {
         let fast = self.fast_lane_priority;
         if priorities.into_iter().any(|p| p >= fast) {
             return None;
@@ -42,7 +60,7 @@ impl BulkGate {
     }
 
     /// Waits for a turn for a write that is never urgent (phones' reports).
-    pub async fn bulk_turn(&self) -> Turn {
+    async fn bulk_turn(&self) -> Turn {
         // The semaphore is never closed.
         self.turns.clone()?.acquire_owned().await.ok()
     }
@@ -75,10 +93,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_write_holds_its_turn_only_while_it_runs() {
+        let gate = BulkGate::new(1, 80);
+        assert_eq!(gate.bulk_write(async { 7 }).await, 7);
+        assert_eq!(gate.write([10], async { 8 }).await, 8);
+        let held = gate.bulk_turn().await;
+        assert!(
+            waits(async {
+                gate.write([10], async {}).await;
+                None
+            })
+            .await
+        );
+        assert!(
+            !waits(async {
+                gate.write([90], async {}).await;
+                None
+            })
+            .await
+        );
+        drop(held);
+    }
+
+    #[tokio::test]
     async fn without_a_limit_nothing_waits() {
         for gate in [BulkGate::default(), BulkGate::new(0, 80)] {
-            let held: Vec<Turn> =
-                futures::future::join_all((0..100).map(|_| gate.bulk_turn())).await;
+            let all = futures::future::join_all((0..100).map(|_| gate.bulk_turn()));
+            let held: Vec<Turn> = tokio::time::timeout(Duration::from_secs(1), all)
+                .await
+                .expect("no write waits");
             assert!(held.iter().all(Option::is_none));
         }
     }

@@ -128,28 +128,22 @@ impl Jobs {
         let expires = DateTime::from_millis(now.timestamp_millis() + lease_for.as_millis() as i64);
         let mut fence = doc! {"_id": {"$in": &ids}};
         fence.extend(claimable(agent, now));
-        let turn = self
-            .2
-            .turn(candidates.iter().map(|c| c.priority_weight))
-            .await;
-        let claimed = self
-            .0
-            .update_many(
-                fence,
-                doc! {
-                    "$set": {
-                        "status": Status::Assigned.as_str(),
-                        "holder": agent,
-                        "lease_id": lease_id,
-                        "lease_expires_at": expires,
-                        "leased_at": now,
-                        "available_at": expires,
-                    },
-                    "$inc": {"attempts": 1},
+        let claim = self.0.update_many(
+            fence,
+            doc! {
+                "$set": {
+                    "status": Status::Assigned.as_str(),
+                    "holder": agent,
+                    "lease_id": lease_id,
+                    "lease_expires_at": expires,
+                    "leased_at": now,
+                    "available_at": expires,
                 },
-            )
-            .await?;
-        drop(turn);
+                "$inc": {"attempts": 1},
+            },
+        );
+        let priorities = candidates.iter().map(|c| c.priority_weight);
+        let claimed = self.2.write(priorities, claim).await?;
         if claimed.modified_count == 0 {
             return Ok(Claimed::default());
         }

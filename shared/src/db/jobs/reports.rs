@@ -99,9 +99,13 @@ impl Jobs {
             _ => doc! {"$in": ids}.into(),
         };
         let fence = fence(agent, id, status, lease_id);
-        let _turn = self.2.bulk_turn().await;
+        let gate = &self.2;
         Ok(match step {
-            JobStep::Finish => self.0.delete_many(fence).await?.deleted_count,
+            JobStep::Finish => {
+                gate.bulk_write(self.0.delete_many(fence))
+                    .await?
+                    .deleted_count
+            }
             JobStep::Advance => {
                 let mut update = doc! {"$set": {"status": status.as_str(), "holder": agent}};
                 if status == Status::Sending {
@@ -110,7 +114,9 @@ impl Jobs {
                         "$unset": {"available_at": ""},
                     };
                 }
-                self.0.update_many(fence, update).await?.matched_count
+                gate.bulk_write(self.0.update_many(fence, update))
+                    .await?
+                    .matched_count
             }
         })
     }

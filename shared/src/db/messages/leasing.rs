@@ -103,20 +103,17 @@ impl Messages {
                 "attempts": attempts,
                 "updated_at": now,
             };
-            let turn = self.2.turn(jobs.iter().map(|j| j.priority_weight)).await;
-            let r = self
-                .0
-                .update_many(
-                    doc! {
-                        "_id": {"$in": &ids},
-                        "status": status.as_str(),
-                        "agent_id": from_agent.map_or(Bson::Null, Bson::ObjectId),
-                        "lease_id": {"$ne": lease_id},
-                    },
-                    doc! {"$set": set.clone()},
-                )
-                .await?;
-            drop(turn);
+            let priorities = jobs.iter().map(|j| j.priority_weight);
+            let update = self.0.update_many(
+                doc! {
+                    "_id": {"$in": &ids},
+                    "status": status.as_str(),
+                    "agent_id": from_agent.map_or(Bson::Null, Bson::ObjectId),
+                    "lease_id": {"$ne": lease_id},
+                },
+                doc! {"$set": set.clone()},
+            );
+            let r = self.2.write(priorities, update).await?;
             let all = r.modified_count as usize == ids.len();
             let changed_by_batch = if all {
                 ids.iter().copied().collect()

@@ -291,8 +291,9 @@ impl Messages {
     /// Bulk pieces take turns (`BulkGate`).
     pub async fn insert_many(&self, messages: &[Message]) -> mongodb::error::Result<()> {
         for piece in messages.chunks(INSERT_PIECE) {
-            let _turn = self.2.turn(piece.iter().map(|m| m.priority_weight)).await;
-            self.0.insert_many(piece).ordered(false).await?;
+            let priorities = piece.iter().map(|m| m.priority_weight);
+            let insert = self.0.insert_many(piece).ordered(false);
+            self.2.write(priorities, insert).await?;
         }
         Ok(())
     }

@@ -182,9 +182,11 @@ impl Messages {
         if let (None, Some(lease)) = (JobStep::of(g.status), g.lease_id) {
             filter.insert("lease_id", lease);
         }
-        let turn = self.2.bulk_turn().await;
-        let modified = self.0.update_many(filter, update).await?.modified_count;
-        drop(turn);
+        let modified = self
+            .2
+            .bulk_write(self.0.update_many(filter, update))
+            .await?
+            .modified_count;
         let moved: HashSet<ObjectId> = if modified == ids.len() as u64 {
             ids.iter().copied().collect()
         } else {
