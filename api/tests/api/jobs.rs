@@ -1,7 +1,8 @@
 //! `sms_jobs`, the phones' live work: staging gives each message exactly one job, a lease hides
-//! a job until it runs out, `SENDING` jobs are never handed out again, `SENT` / `FAILED` remove
-//! the job, late and foreign reports change nothing, the reconciler times out `SENDING`, and a
-//! poll reads only the lease-order index of `sms_jobs`, whatever `sms_messages` holds.
+//! a job until it runs out, a claim returns its jobs as stored, `SENDING` jobs are never handed
+//! out again, `SENT` / `FAILED` remove the job, late and foreign reports change nothing, the
+//! reconciler times out `SENDING`, and a poll reads only the lease-order index of `sms_jobs`,
+//! whatever `sms_messages` holds.
 
 use std::time::Duration;
 
@@ -116,6 +117,48 @@ async fn a_leased_job_is_hidden_while_its_lease_lives_and_leased_again_after() {
         assert_eq!(stored.lease_id.as_deref(), j["lease_id"].as_str());
     }
     counters_match_a_recount(&app).await;
+}
+
+#[tokio::test]
+async fn a_claim_returns_its_jobs_as_stored_whether_new_or_leased_before() {
+    let (app, agent, _) = app_with_agent(&[]).await;
+    let waiting: Vec<Message> = (0..6).map(|i| staged(agent, 50, 1_000 - i)).collect();
+    insert(&app, &waiting).await;
+    let lease_for = Duration::from_secs(60);
+    let stored = |claimed: Vec<Job>| {
+        let app = &app;
+        async move {
+            for j in &claimed {
+                assert_eq!(job(app, j.id).await.as_ref(), Some(j));
+            }
+            claimed
+                .iter()
+                .map(|j| (j.id, j.attempts))
+                .collect::<Vec<_>>()
+        }
+    };
+
+    // Four new jobs: the claim takes them all.
+    let now = DateTime::now();
+    let first = app.db.jobs.lease(agent, 4, "lease-1", lease_for, now).await;
+    let first = first.unwrap();
+    assert_eq!(first.re_leased(), 0);
+    let ids: Vec<ObjectId> = waiting.iter().map(|m| m.id).collect();
+    let expected: Vec<_> = ids[..4].iter().map(|id| (*id, 1)).collect();
+    assert_eq!(stored(first.jobs).await, expected);
+
+    // Their lease ran out: they come again, with the two never leased, in lease order.
+    let later = DateTime::from_millis(now.timestamp_millis() + 61_000);
+    let second = app
+        .db
+        .jobs
+        .lease(agent, 10, "lease-2", lease_for, later)
+        .await;
+    let second = second.unwrap();
+    assert_eq!(second.re_leased(), 4);
+    let attempts = [2, 2, 2, 2, 1, 1];
+    let expected: Vec<_> = ids.iter().copied().zip(attempts).collect();
+    assert_eq!(stored(second.jobs).await, expected);
 }
 
 #[tokio::test]

@@ -8,14 +8,20 @@
 //! whatever the history. The claim is one `update_many` that repeats `available_at <= now`: a job another
 //! poll claimed in between has moved its `available_at` to its lease's end and is skipped, so two
 //! polls never hold one job under live leases. `SENDING` jobs have no `available_at` and are
-//! never handed out again. What was claimed is read back by the lease id.
+//! never handed out again.
+//!
+//! The candidates are read whole. When none was ever leased (`attempts` 0, the usual case: new
+//! jobs), the claim also repeats `attempts: 0`, and a claim that took every candidate needs no
+//! read-back: nothing but a claim changes a job that was never leased (a report without a lease
+//! changes only `status` and `holder`, which the claim sets, or takes `available_at` away), so
+//! the jobs as claimed are the candidates with the claim's changes. Otherwise what was claimed
+//! is read back by the lease id.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use futures::TryStreamExt;
 use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
-use serde::Deserialize;
 
 use super::{lane, Job, Jobs, EVERY_AGENT};
 use crate::domain::status::Status;
@@ -29,7 +35,6 @@ pub const LEASE_ORDER_INDEX: &str = "lease_order";
 pub struct CandidateQuery {
     pub filter: Document,
     pub sort: Document,
-    pub projection: Document,
     pub hint: &'static str,
     pub limit: i64,
 }
@@ -40,7 +45,6 @@ impl CandidateQuery {
         Self {
             filter: claimable(agent, now),
             sort: doc! {"priority_weight": -1, "created_at": 1, "_id": 1},
-            projection: doc! {"_id": 1, "status": 1, "holder": 1, "priority_weight": 1},
             hint: LEASE_ORDER_INDEX,
             limit,
         }
@@ -52,7 +56,6 @@ impl CandidateQuery {
             "find": "sms_jobs",
             "filter": self.filter.clone(),
             "sort": self.sort.clone(),
-            "projection": self.projection.clone(),
             "hint": self.hint,
             "limit": self.limit,
         }
@@ -88,6 +91,28 @@ impl Claimed {
     }
 }
 
+/// What a claim sets on every job it takes.
+struct Lease<'a> {
+    agent: ObjectId,
+    lease_id: &'a str,
+    expires: DateTime,
+    now: DateTime,
+}
+
+impl Lease<'_> {
+    /// `job` as the claim left it.
+    fn applied_to(&self, mut job: Job) -> Job {
+        job.status = Status::Assigned;
+        job.holder = Some(self.agent);
+        job.lease_id = Some(self.lease_id.to_owned());
+        job.lease_expires_at = Some(self.expires);
+        job.leased_at = Some(self.now);
+        job.available_at = Some(self.expires);
+        job.attempts += 1;
+        job
+    }
+}
+
 impl Jobs {
     /// Claims up to `limit` jobs of `agent`'s lane under `lease_id` for `lease_for`.
     pub async fn lease(
@@ -101,33 +126,23 @@ impl Jobs {
         if limit <= 0 {
             return Ok(Claimed::default());
         }
-        #[derive(Deserialize)]
-        struct Candidate {
-            #[serde(rename = "_id")]
-            id: ObjectId,
-            status: Status,
-            #[serde(default)]
-            holder: Option<ObjectId>,
-            priority_weight: i32,
-        }
         let q = CandidateQuery::new(agent, limit, now);
-        let coll = self.0.clone_with_type::<Candidate>();
-        let mut find = coll
-            .find(q.filter)
-            .sort(q.sort)
-            .projection(q.projection)
-            .limit(q.limit);
+        let mut find = self.0.find(q.filter).sort(q.sort).limit(q.limit);
         if let Some(hint) = self.1.name(q.hint).await? {
             find = find.hint(hint);
         }
-        let candidates: Vec<Candidate> = find.await?.try_collect().await?;
+        let candidates: Vec<Job> = find.await?.try_collect().await?;
         if candidates.is_empty() {
             return Ok(Claimed::default());
         }
         let ids: Vec<ObjectId> = candidates.iter().map(|c| c.id).collect();
         let expires = DateTime::from_millis(now.timestamp_millis() + lease_for.as_millis() as i64);
+        let never_leased = candidates.iter().all(|c| c.attempts == 0);
         let mut fence = doc! {"_id": {"$in": &ids}};
         fence.extend(claimable(agent, now));
+        if never_leased {
+            fence.insert("attempts", 0);
+        }
         let claim = self.0.update_many(
             fence,
             doc! {
@@ -147,20 +162,33 @@ impl Jobs {
         if claimed.modified_count == 0 {
             return Ok(Claimed::default());
         }
-        let mut jobs: Vec<Job> = self
-            .0
-            .find(doc! {"_id": {"$in": &ids}, "lease_id": lease_id})
-            .await?
-            .try_collect()
-            .await?;
+        let mut before: HashMap<ObjectId, (Status, Option<ObjectId>)> = candidates
+            .iter()
+            .map(|c| (c.id, (c.status, c.holder)))
+            .collect();
+        let mut jobs: Vec<Job> = if never_leased && claimed.modified_count == ids.len() as u64 {
+            let lease = Lease {
+                agent,
+                lease_id,
+                expires,
+                now,
+            };
+            candidates
+                .into_iter()
+                .map(|c| lease.applied_to(c))
+                .collect()
+        } else {
+            self.0
+                .find(doc! {"_id": {"$in": &ids}, "lease_id": lease_id})
+                .await?
+                .try_collect()
+                .await?
+        };
         let rank: HashMap<ObjectId, usize> =
             ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
         jobs.sort_by_key(|j| rank[&j.id]);
-        let before = candidates
-            .into_iter()
-            .filter(|c| jobs.iter().any(|j| j.id == c.id))
-            .map(|c| (c.id, (c.status, c.holder)))
-            .collect();
+        let taken: HashSet<ObjectId> = jobs.iter().map(|j| j.id).collect();
+        before.retain(|id, _| taken.contains(id));
         Ok(Claimed { jobs, before })
     }
 
