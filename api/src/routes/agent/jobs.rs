@@ -5,10 +5,10 @@
 //!
 //! One look is its steps: record the poll (the reconciler releases the pool messages of agents
 //! that stopped polling) and, at the same time, reserve the allowance → claim jobs in `sms_jobs`
-//! (live work only, whatever the history) → record the lease on their messages and count
-//! `PENDING → ASSIGNED` → give back the unused allowance. A job is handed out only once its
-//! message carries the lease. The claim and the lease record of a poll holding no fast-lane job
-//! take turns with the process's other bulk writes (`db::bulk_gate`).
+//! (live work only, whatever the history) → record the lease on their messages → count
+//! `PENDING → ASSIGNED` and, at the same time, give back the unused allowance. A job is handed
+//! out only once its message carries the lease. The claim and the lease record of a poll holding
+//! no fast-lane job take turns with the process's other bulk writes (`db::bulk_gate`).
 //!
 //! A long poll (`wait` > 0) that finds nothing registers its interest in its lanes with the wake
 //! hub *before* each look, and between looks waits for a wake (a dispatcher staged a job of one
@@ -26,6 +26,7 @@ use sms_shared::db::agent_rate::Caps;
 use sms_shared::db::agents::Agent;
 use sms_shared::db::jobs::{lane, Job as LeasedJob};
 use sms_shared::db::messages::count_transitions;
+use sms_shared::db::stats::Transition;
 use sms_shared::time::{self, serde_rfc3339};
 use tokio::time::Instant;
 use utoipa_axum::router::OpenApiRouter;
@@ -254,7 +255,11 @@ async fn look(state: &AppState, agent: &Agent, limit: i64) -> ApiResult<Look> {
     let lease_for = std::time::Duration::from_secs(rules.lease_seconds.unsigned_abs());
     let now = time::to_bson(now);
     let leased = lease(state, agent.id, grant.allowed, &lease_id, lease_for, now).await;
-    let (leased, re_leased) = match leased {
+    let Leased {
+        jobs: leased,
+        re_leased,
+        transitions,
+    } = match leased {
         Ok(leased) => leased,
         Err(e) => {
             // Give the allowance back; failing that, it only lapses with the window. Jobs
@@ -264,7 +269,12 @@ async fn look(state: &AppState, agent: &Agent, limit: i64) -> ApiResult<Look> {
         }
     };
     let count = leased.len() as i64;
-    state.db.agent_rate.settle(&grant, count).await?;
+    // Two collections, neither waiting for the other.
+    let (_, settled) = tokio::join!(
+        count_transitions(&state.db.stats, &transitions),
+        state.db.agent_rate.settle(&grant, count),
+    );
+    settled?;
     state.metrics.leases.inc_by(count as u64);
     state.metrics.lease_expiries.inc_by(re_leased);
     if count > 0 {
@@ -279,9 +289,18 @@ async fn look(state: &AppState, agent: &Agent, limit: i64) -> ApiResult<Look> {
     ))
 }
 
+/// What one poll leased.
+struct Leased {
+    /// The jobs to hand out, in lease order.
+    jobs: Vec<LeasedJob>,
+    /// How many of them were leased again after their lease ran out.
+    re_leased: u64,
+    /// The messages' status changes, still to be counted.
+    transitions: Vec<Transition>,
+}
+
 /// Claims up to `limit` jobs for `agent` under `lease_id` and records the lease on their
-/// messages; returns the jobs to hand out (in lease order) and how many of them were leased
-/// again after their lease ran out.
+/// messages. When recording fails, what was recorded is counted before the error returns.
 async fn lease(
     state: &AppState,
     agent: ObjectId,
@@ -289,7 +308,7 @@ async fn lease(
     lease_id: &str,
     lease_for: std::time::Duration,
     now: DateTime,
-) -> mongodb::error::Result<(Vec<LeasedJob>, u64)> {
+) -> mongodb::error::Result<Leased> {
     let db = &state.db;
     let mut claimed = db
         .jobs
@@ -299,8 +318,10 @@ async fn lease(
         .messages
         .record_lease(agent, lease_id, &claimed, now)
         .await;
-    count_transitions(&db.stats, &recorded.transitions).await;
-    done?;
+    if let Err(e) = done {
+        count_transitions(&db.stats, &recorded.transitions).await;
+        return Err(e);
+    }
     if !recorded.moved_on.is_empty() {
         tracing::warn!(
             jobs = recorded.moved_on.len(),
@@ -312,6 +333,9 @@ async fn lease(
     }
     claimed.jobs.retain(|j| recorded.leased.contains(&j.id));
     claimed.before.retain(|id, _| recorded.leased.contains(id));
-    let re_leased = claimed.re_leased();
-    Ok((claimed.jobs, re_leased))
+    Ok(Leased {
+        re_leased: claimed.re_leased(),
+        jobs: claimed.jobs,
+        transitions: recorded.transitions,
+    })
 }
