@@ -36,7 +36,11 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let metrics = Metrics::new();
     let db = Db::connect(&config.mongo, "sms-api")
         .await?
-        .gate_bulk_writes(config.mongo.bulk_writes, config.amqp.fast_lane_priority);
+        .gate_bulk_writes(
+            config.mongo.bulk_writes,
+            config.amqp.fast_lane_priority,
+            &metrics.bulk_write_waits,
+        );
     Ok(AppState::new(App {
         publisher: Publisher::new(config.amqp.clone(), metrics.clone()),
         jwt: JwtKeys::new(&config.jwt),

@@ -44,6 +44,8 @@ pub struct Metrics {
     pub wake_subscribed: IntGauge,
     /// Agents' long polls waiting for a job now.
     pub long_polls: IntGauge,
+    /// How long bulk writes waited for their turn (`DB_BULK_WRITES`), by collection.
+    pub bulk_write_waits: HistogramVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -116,6 +118,20 @@ impl Metrics {
         .expect("valid metric");
         registry
             .register(Box::new(stage_batch_events.clone()))
+            .expect("unique metric");
+        let bulk_write_waits = HistogramVec::new(
+            HistogramOpts::new(
+                "db_bulk_write_wait_seconds",
+                "Time a bulk write waited in this process for its turn (DB_BULK_WRITES), by collection",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["collection"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(bulk_write_waits.clone()))
             .expect("unique metric");
         let agent_in_flight = gauge_vec(
             &registry,
@@ -239,6 +255,7 @@ impl Metrics {
                 "agent_long_polls",
                 "Agents' long polls waiting for a job now",
             ),
+            bulk_write_waits,
             registry,
         }
     }

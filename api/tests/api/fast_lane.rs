@@ -1,7 +1,8 @@
 //! The fast lane: events of messages whose `priority_weight` reaches `FAST_LANE_PRIORITY` go to
 //! `{prefix}.messages.fast` (at publish, from the sweeper and from the restage alike), and a
 //! dispatcher stages them while a bulk backlog still waits. Events of earlier versions, which
-//! carry no priority, are staged as bulk.
+//! carry no priority, are staged as bulk. Bulk inserts take turns (`DB_BULK_WRITES`) and record
+//! their wait; urgent ones take none.
 
 use std::time::{Duration, Instant};
 
@@ -236,5 +237,25 @@ async fn the_sweeper_and_the_restage_keep_urgent_messages_in_the_fast_lane() {
     assert!(
         broker.holds(1, 0, 20).await,
         "the restage republished to the fast queue"
+    );
+}
+
+#[tokio::test]
+async fn bulk_inserts_record_their_wait_for_a_turn_and_urgent_ones_take_none() {
+    let app = spawn_app().await;
+    let s = app.sender().await;
+    let waits = r#"sms_db_bulk_write_wait_seconds_count{collection="sms_messages"}"#;
+    let to = numbers(3);
+    submit_with(&app, &s, &to[..1], 100).await;
+    assert_eq!(
+        metric(&app, waits).await,
+        0.0,
+        "an urgent insert takes no turn"
+    );
+    submit_with(&app, &s, &to[1..], 50).await;
+    assert_eq!(
+        metric(&app, waits).await,
+        1.0,
+        "a bulk request's one insert piece"
     );
 }

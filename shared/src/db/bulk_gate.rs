@@ -8,7 +8,9 @@
 
 use std::future::IntoFuture;
 use std::sync::Arc;
+use std::time::Instant;
 
+use prometheus::Histogram;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Turns for one collection's bulk writes; the default (and `DB_BULK_WRITES=0`) has none: every
@@ -17,6 +19,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub struct BulkGate {
     turns: Option<Arc<Semaphore>>,
     fast_lane_priority: i32,
+    /// Where each bulk write's wait for its turn is recorded, when anywhere.
+    waits: Option<Histogram>,
 }
 
 /// A bulk write's turn, given back when dropped; `None` for a write that took none.
@@ -29,6 +33,16 @@ impl BulkGate {
         Self {
             turns: (writes > 0).then(|| Arc::new(Semaphore::new(writes))),
             fast_lane_priority,
+            waits: None,
+        }
+    }
+
+    /// The same gate, recording in `waits` how long each bulk write waited for its turn (in
+    /// seconds; 0 when one was free).
+    pub fn recording(self, waits: Histogram) -> Self {
+        Self {
+            waits: Some(waits),
+            ..self
         }
     }
 
@@ -61,8 +75,14 @@ impl BulkGate {
 
     /// Waits for a turn for a write that is never urgent (phones' reports).
     async fn bulk_turn(&self) -> Turn {
+        let turns = self.turns.clone()?;
+        let asked = Instant::now();
         // The semaphore is never closed.
-        self.turns.clone()?.acquire_owned().await.ok()
+        let turn = turns.acquire_owned().await.ok();
+        if let Some(waits) = &self.waits {
+            waits.observe(asked.elapsed().as_secs_f64());
+        }
+        turn
     }
 }
 
@@ -113,6 +133,33 @@ mod tests {
             .await
         );
         drop(held);
+    }
+
+    #[tokio::test]
+    async fn each_bulk_write_records_its_wait_and_fast_lane_ones_none() {
+        let waits = Histogram::with_opts(prometheus::HistogramOpts::new("w", "w")).unwrap();
+        let gate = BulkGate::new(1, 80).recording(waits.clone());
+        gate.bulk_write(async {}).await;
+        gate.write([90], async {}).await;
+        assert_eq!(
+            waits.get_sample_count(),
+            1,
+            "the fast-lane write took no turn"
+        );
+        let held = gate.bulk_turn().await;
+        let waiting = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.write([10], async {}).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(held);
+        waiting.await.unwrap();
+        assert_eq!(waits.get_sample_count(), 3);
+        assert!(
+            waits.get_sample_sum() >= 0.1,
+            "the write that waited for the held turn: {}",
+            waits.get_sample_sum()
+        );
     }
 
     #[tokio::test]

@@ -98,11 +98,20 @@ impl Db {
 
     /// Bulk writes to `sms_messages` and to `sms_jobs` take turns, at most `writes` at a time to
     /// each (0: no limit); writes carrying a message of `priority_weight` ≥ `fast_lane_priority`
-    /// never wait (`bulk_gate`).
-    pub fn gate_bulk_writes(mut self, writes: usize, fast_lane_priority: i32) -> Self {
-        let gate = || bulk_gate::BulkGate::new(writes, fast_lane_priority);
-        self.messages = self.messages.gated(gate());
-        self.jobs = self.jobs.gated(gate());
+    /// never wait (`bulk_gate`). Each bulk write's wait is recorded in `waits`, labelled with
+    /// the collection.
+    pub fn gate_bulk_writes(
+        mut self,
+        writes: usize,
+        fast_lane_priority: i32,
+        waits: &prometheus::HistogramVec,
+    ) -> Self {
+        let gate = |collection: &str| {
+            bulk_gate::BulkGate::new(writes, fast_lane_priority)
+                .recording(waits.with_label_values(&[collection]))
+        };
+        self.messages = self.messages.gated(gate("sms_messages"));
+        self.jobs = self.jobs.gated(gate("sms_jobs"));
         self
     }
 
