@@ -286,3 +286,30 @@ async fn the_agent_list_shows_todays_sends_and_what_remains() {
         (&Value::Null, &Value::Null)
     );
 }
+
+#[tokio::test]
+async fn without_a_daily_limit_today_counts_what_was_leased_and_a_later_limit_sees_it() {
+    let (app, agent, token) = app_with_agent(&[FAST]).await;
+    let staged_now = |n: i64| {
+        (0..n)
+            .map(|i| staged(agent, 50, i))
+            .collect::<Vec<Message>>()
+    };
+    insert(&app, &staged_now(3)).await;
+    assert_eq!(job_ids(&poll(&app, &token, 10).await).len(), 3);
+    assert!(job_ids(&poll(&app, &token, 10).await).is_empty());
+    let view = listed(&app, agent).await;
+    assert_eq!(
+        (&view["sends_today"], &view["remaining"]["today"]),
+        (&json!(3), &Value::Null)
+    );
+
+    set_limits(&app, agent, json!({"daily_limit": 5})).await;
+    insert(&app, &staged_now(4)).await;
+    assert_eq!(job_ids(&poll(&app, &token, 10).await).len(), 2);
+    let view = listed(&app, agent).await;
+    assert_eq!(
+        (&view["sends_today"], &view["remaining"]["today"]),
+        (&json!(5), &json!(0))
+    );
+}

@@ -28,13 +28,13 @@ pub(super) fn day_id(agent: ObjectId, at: DateTime<Utc>) -> String {
 }
 
 impl AgentRate {
-    /// Adds up to `n` to `agent`'s counter of today, as much as `cap` leaves room for (all of
-    /// it without a cap); returns the counter's id and how many it added.
+    /// Adds up to `n` to `agent`'s counter of today, as much as `cap` leaves room for; returns
+    /// the counter's id and how many it added.
     pub(super) async fn take_from_day(
         &self,
         agent: ObjectId,
         n: i64,
-        cap: Option<i64>,
+        cap: i64,
         now: DateTime<Utc>,
     ) -> mongodb::error::Result<(String, i64)> {
         let id = day_id(agent, now);
@@ -49,17 +49,16 @@ impl AgentRate {
                     0
                 }
             };
-            let take = cap.map_or(n, |cap| n.min(cap - current)).max(0);
+            let take = n.min(cap - current).max(0);
             if take == 0 {
                 return Ok((id, 0));
             }
-            let mut filter = doc! {"_id": &id};
-            if let Some(cap) = cap {
-                filter.insert("n", doc! {"$lte": cap - take});
-            }
             let r = self
                 .days
-                .update_one(filter, doc! {"$inc": {"n": take}})
+                .update_one(
+                    doc! {"_id": &id, "n": {"$lte": cap - take}},
+                    doc! {"$inc": {"n": take}},
+                )
                 .await?;
             if r.matched_count == 1 {
                 return Ok((id, take));
@@ -89,6 +88,28 @@ impl AgentRate {
             Err(e) if crate::db::is_duplicate_key(&e) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Adds `n` messages leased without a daily limit to `agent`'s counter of the day of `at`.
+    pub(super) async fn add_to_day(
+        &self,
+        agent: ObjectId,
+        n: i64,
+        at: DateTime<Utc>,
+    ) -> mongodb::error::Result<()> {
+        if n <= 0 {
+            return Ok(());
+        }
+        let id = day_id(agent, at);
+        let add = || {
+            self.days
+                .update_one(doc! {"_id": &id}, doc! {"$inc": {"n": n}})
+        };
+        if add().await?.matched_count == 0 {
+            self.create_day(&id, agent, at).await?;
+            add().await?;
+        }
+        Ok(())
     }
 
     /// Gives `n` back to the day counter `id`.

@@ -19,7 +19,8 @@
 //! **The day.** After the ledger's grant, the day's counter is raised by what fits under the daily
 //! limit with one conditional increment (never past the limit, whatever runs concurrently); the
 //! ledger's reservation shrinks to match, and the poll gives back what it did not lease. Without
-//! a daily limit the counter still counts, for `sends_today`.
+//! a daily limit the counter still counts, for `sends_today`, but nothing is taken from it in
+//! advance: the poll adds what it leased when it settles (no write when it leased nothing).
 //!
 //! Everything counts messages *leased* (handed to the phone), sent or not: a lease that runs out
 //! and is leased again counts twice. `usage.rs` reads the same figures for the operators' list.
@@ -112,8 +113,18 @@ pub struct Grant {
     pub allowed: i64,
     /// When `allowed` is 0: seconds until a poll may get something again (at most 60).
     pub retry_after_seconds: Option<i64>,
-    /// The day counter `allowed` was taken from.
-    day: Option<String>,
+    /// The day counter the poll counts in, if any.
+    day: Option<Day>,
+}
+
+/// The day counter of a poll that may lease something.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Day {
+    /// Under a daily limit, `allowed` was taken from this counter: settling gives back what was
+    /// not leased.
+    Taken(String),
+    /// Without one, settling adds what was leased to this agent's counter of the day of `at`.
+    Counted { agent: ObjectId, at: DateTime<Utc> },
 }
 
 /// The ledger and the day counters.
@@ -174,20 +185,22 @@ impl AgentRate {
             let pause = rand::thread_rng().gen_range(10..60);
             tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
         };
-        if grant.allowed > 0 {
-            let (day, taken) = self
-                .take_from_day(agent, grant.allowed, caps.per_day, now)
-                .await?;
-            if taken == 0 {
-                grant.allowed = 0;
-                grant.retry_after_seconds = Some(
-                    super::quota::seconds_until_tomorrow(now).clamp(1, MAX_RETRY_AFTER_SECONDS),
-                );
-            } else if taken < grant.allowed {
-                self.shrink(grant.reservation, taken).await?;
-                grant.allowed = taken;
+        match caps.per_day {
+            _ if grant.allowed == 0 => {}
+            None => grant.day = Some(Day::Counted { agent, at: now }),
+            Some(cap) => {
+                let (day, taken) = self.take_from_day(agent, grant.allowed, cap, now).await?;
+                if taken == 0 {
+                    grant.allowed = 0;
+                    grant.retry_after_seconds = Some(
+                        super::quota::seconds_until_tomorrow(now).clamp(1, MAX_RETRY_AFTER_SECONDS),
+                    );
+                } else if taken < grant.allowed {
+                    self.shrink(grant.reservation, taken).await?;
+                    grant.allowed = taken;
+                }
+                grant.day = (taken > 0).then_some(Day::Taken(day));
             }
-            grant.day = (taken > 0).then_some(day);
         }
         if grant.allowed == 0 {
             // Nothing to lease: the reservation goes at once rather than with the window.
@@ -285,8 +298,10 @@ impl AgentRate {
     /// gives the rest back to the day; a poll that leased nothing leaves no trace in the ledger.
     pub async fn settle(&self, grant: &Grant, leased: i64) -> mongodb::error::Result<()> {
         let leased = leased.clamp(0, grant.allowed.max(0));
-        if let Some(day) = &grant.day {
-            self.give_back_to_day(day, grant.allowed - leased).await?;
+        match &grant.day {
+            Some(Day::Taken(day)) => self.give_back_to_day(day, grant.allowed - leased).await?,
+            Some(Day::Counted { agent, at }) => self.add_to_day(*agent, leased, *at).await?,
+            None => {}
         }
         if leased == 0 {
             self.ledger
