@@ -110,8 +110,10 @@ impl Db {
             bulk_gate::BulkGate::new(writes, fast_lane_priority)
                 .recording(waits.with_label_values(&[collection]))
         };
-        self.messages = self.messages.gated(gate("sms_messages"));
-        self.jobs = self.jobs.gated(gate("sms_jobs"));
+        let messages = gate(self.messages.collection().name());
+        let jobs = gate(self.jobs.collection().name());
+        self.messages = self.messages.gated(messages);
+        self.jobs = self.jobs.gated(jobs);
         self
     }
 

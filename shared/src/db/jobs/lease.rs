@@ -91,7 +91,8 @@ impl Claimed {
     }
 }
 
-/// What a claim sets on every job it takes.
+/// What a claim sets on every job it takes: the claim's update, and the same change made to a
+/// job in memory.
 struct Lease<'a> {
     agent: ObjectId,
     lease_id: &'a str,
@@ -100,7 +101,22 @@ struct Lease<'a> {
 }
 
 impl Lease<'_> {
-    /// `job` as the claim left it.
+    /// The claim's update.
+    fn update(&self) -> Document {
+        doc! {
+            "$set": {
+                "status": Status::Assigned.as_str(),
+                "holder": self.agent,
+                "lease_id": self.lease_id,
+                "lease_expires_at": self.expires,
+                "leased_at": self.now,
+                "available_at": self.expires,
+            },
+            "$inc": {"attempts": 1},
+        }
+    }
+
+    /// `job` as [`update`](Self::update) leaves it.
     fn applied_to(&self, mut job: Job) -> Job {
         job.status = Status::Assigned;
         job.holder = Some(self.agent);
@@ -136,28 +152,20 @@ impl Jobs {
             return Ok(Claimed::default());
         }
         let ids: Vec<ObjectId> = candidates.iter().map(|c| c.id).collect();
-        let expires = DateTime::from_millis(now.timestamp_millis() + lease_for.as_millis() as i64);
+        let lease = Lease {
+            agent,
+            lease_id,
+            expires: DateTime::from_millis(now.timestamp_millis() + lease_for.as_millis() as i64),
+            now,
+        };
         let never_leased = candidates.iter().all(|c| c.attempts == 0);
         let mut fence = doc! {"_id": {"$in": &ids}};
         fence.extend(claimable(agent, now));
         if never_leased {
             fence.insert("attempts", 0);
         }
-        let claim = self.0.update_many(
-            fence,
-            doc! {
-                "$set": {
-                    "status": Status::Assigned.as_str(),
-                    "holder": agent,
-                    "lease_id": lease_id,
-                    "lease_expires_at": expires,
-                    "leased_at": now,
-                    "available_at": expires,
-                },
-                "$inc": {"attempts": 1},
-            },
-        );
         let priorities = candidates.iter().map(|c| c.priority_weight);
+        let claim = self.0.update_many(fence, lease.update());
         let claimed = self.2.write(priorities, claim).await?;
         if claimed.modified_count == 0 {
             return Ok(Claimed::default());
@@ -166,30 +174,35 @@ impl Jobs {
             .iter()
             .map(|c| (c.id, (c.status, c.holder)))
             .collect();
-        let mut jobs: Vec<Job> = if never_leased && claimed.modified_count == ids.len() as u64 {
-            let lease = Lease {
-                agent,
-                lease_id,
-                expires,
-                now,
-            };
+        let jobs: Vec<Job> = if never_leased && claimed.modified_count == ids.len() as u64 {
             candidates
                 .into_iter()
                 .map(|c| lease.applied_to(c))
                 .collect()
         } else {
-            self.0
-                .find(doc! {"_id": {"$in": &ids}, "lease_id": lease_id})
-                .await?
-                .try_collect()
-                .await?
+            self.read_back(&ids, lease_id).await?
         };
-        let rank: HashMap<ObjectId, usize> =
-            ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-        jobs.sort_by_key(|j| rank[&j.id]);
         let taken: HashSet<ObjectId> = jobs.iter().map(|j| j.id).collect();
         before.retain(|id, _| taken.contains(id));
         Ok(Claimed { jobs, before })
+    }
+
+    /// The jobs of `ids` claimed under `lease_id`, in the order of `ids` (lease order).
+    async fn read_back(
+        &self,
+        ids: &[ObjectId],
+        lease_id: &str,
+    ) -> mongodb::error::Result<Vec<Job>> {
+        let mut jobs: Vec<Job> = self
+            .0
+            .find(doc! {"_id": {"$in": ids}, "lease_id": lease_id})
+            .await?
+            .try_collect()
+            .await?;
+        let rank: HashMap<&ObjectId, usize> =
+            ids.iter().enumerate().map(|(i, id)| (id, i)).collect();
+        jobs.sort_by_key(|j| rank[&j.id]);
+        Ok(jobs)
     }
 
     /// Settles the jobs of this lease whose message had already moved on when the poll tried
