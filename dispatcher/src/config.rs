@@ -13,7 +13,8 @@ pub struct Config {
     pub rules: RulesConfig,
     /// Where `/metrics` and `/health` are served (`DISPATCHER_METRICS_ADDR`).
     pub metrics_addr: SocketAddr,
-    /// Unacknowledged events held at once (`DISPATCHER_PREFETCH`).
+    /// Bulk payloads held unacknowledged at once, and bulk events staged per batch
+    /// (`DISPATCHER_PREFETCH`).
     pub prefetch: u16,
     pub log_format: LogFormat,
 }

@@ -29,7 +29,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Dispatcher, Outcome};
 
-/// Bulk batches staged at once, each of at most an equal share of the prefetch. While one runs,
+/// Bulk batches staged at once, each of whole deliveries until it holds at least an equal share
+/// of `DISPATCHER_PREFETCH` message events (a delivery carries up to `EVENTS_PER_PAYLOAD` events
+/// of one request; the broker sends up to `DISPATCHER_PREFETCH` deliveries ahead). While one runs,
 /// the next events gather in the consumer, so the next batch takes them all: staging events as
 /// they trickle in would spend a round of writes on every one or two messages. One at a time
 /// per dispatcher: every write of a batch to `sms_messages` queues at the database in front of
@@ -38,11 +40,11 @@ const BULK_IN_FLIGHT: usize = 1;
 /// How long a bulk batch may wait to fill up: the events the broker sends as the last batch's
 /// acks arrive come a few at a time, and so do a request's. Fast lane events never wait.
 const GATHER: Duration = Duration::from_millis(20);
-/// Fast lane events are staged one by one, each as soon as it arrives: in a batch, one would
+/// Fast lane deliveries are staged one by one, each as soon as it arrives: in a batch, one would
 /// wait for the others' writes.
 const FAST_BATCH: usize = 1;
-/// Fast lane events held unacknowledged at once (at most `DISPATCHER_PREFETCH`). Each is staged
-/// alone, so this many are staged side by side.
+/// Fast lane deliveries held unacknowledged at once (at most `DISPATCHER_PREFETCH`). Each is
+/// staged alone, so this many are staged side by side.
 const FAST_PREFETCH: u16 = 16;
 /// The longest cancelling a consumer or closing a channel or connection may take (the
 /// connection may be gone already).
@@ -105,7 +107,7 @@ struct LaneConsumer {
     lane: Lane,
     channel: Channel,
     consumer: Consumer,
-    /// Most deliveries staged together.
+    /// Message events a batch gathers deliveries until it holds.
     batch: usize,
     /// Most batches staged at once.
     in_flight: usize,
@@ -276,10 +278,11 @@ async fn drain(lane: LaneConsumer, handling: Handling, stop: CancellationToken) 
                 Some(Ok(delivery)) => {
                     // Take whatever else arrives within a moment, to stage it with the same
                     // queries.
+                    let mut carried = events_in(&delivery);
                     let mut batch = vec![delivery];
                     let gather = tokio::time::Instant::now() + GATHER;
                     let mut lost = None;
-                    while batch.len() < most {
+                    while carried < most {
                         let next = match consumer.next().now_or_never() {
                             Some(next) => next,
                             None => match tokio::time::timeout_at(gather, consumer.next()).await {
@@ -288,7 +291,10 @@ async fn drain(lane: LaneConsumer, handling: Handling, stop: CancellationToken) 
                             },
                         };
                         match next {
-                            Some(Ok(d)) => batch.push(d),
+                            Some(Ok(d)) => {
+                                carried += events_in(&d);
+                                batch.push(d);
+                            }
                             other => {
                                 lost = Some(consumer_lost(lane, other));
                                 break;
@@ -307,6 +313,11 @@ async fn drain(lane: LaneConsumer, handling: Handling, stop: CancellationToken) 
     while held.join_next().await.is_some() {}
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, channel.close(200, "dispatcher stopping")).await;
     ended
+}
+
+/// The message events `delivery` carries (1 for a poison payload).
+fn events_in(delivery: &Delivery) -> usize {
+    amqp::events::decode(&delivery.data).map_or(1, |events| events.len())
 }
 
 /// How a lane's consumer stream ended that yielded `next` instead of a delivery.
@@ -334,7 +345,7 @@ async fn settle(handling: Handling, lane: Lane, batch: Vec<Delivery>) {
         .metrics()
         .stage_batch_events
         .with_label_values(&[lane.as_str()])
-        .observe(payloads.len() as f64);
+        .observe(batch.iter().map(events_in).sum::<usize>() as f64);
     let outcomes = dispatcher.handle_batch(&payloads).await;
     let failure = outcomes.iter().find_map(|o| match o {
         Outcome::Retry(error) => Some(error.clone()),

@@ -1,4 +1,5 @@
-//! Staging, the dispatcher's step: a batch of message events in, one [`Outcome`] per event out.
+//! Staging, the dispatcher's step: a batch of payloads in (each carrying the events of one or
+//! more messages of a request), one [`Outcome`] per payload out: the worst of its events'.
 //!
 //! 1. Read the batch's messages (one query). Unknown ids are poison; a message staged or
 //!    settled already needs nothing (a redelivered or republished event).
@@ -19,7 +20,7 @@
 use std::collections::{HashMap, HashSet};
 
 use mongodb::bson::{oid::ObjectId, DateTime};
-use sms_shared::amqp::MessageEvent;
+use sms_shared::amqp::{events, MessageEvent};
 use sms_shared::db::dedup::{self, Claim};
 use sms_shared::db::jobs::Job;
 use sms_shared::db::messages::{count_transitions, Message};
@@ -32,23 +33,46 @@ use crate::{Dispatcher, Outcome};
 type Item = (usize, MessageEvent, ObjectId);
 
 impl Dispatcher {
-    /// Handles a batch of event payloads, returning one outcome per payload in order.
-    #[tracing::instrument(skip_all, fields(events = payloads.len()))]
+    /// Handles a batch of payloads (each carrying one or more events), returning one outcome per
+    /// payload in order: the worst of its events' (see [`worst`]).
+    #[tracing::instrument(skip_all, fields(payloads = payloads.len()))]
     pub async fn handle_batch(&self, payloads: &[&[u8]]) -> Vec<Outcome> {
-        let mut outcomes: Vec<Option<Outcome>> = vec![None; payloads.len()];
-        let mut wanted: Vec<Item> = Vec::with_capacity(payloads.len());
-        for (i, payload) in payloads.iter().enumerate() {
-            match serde_json::from_slice::<MessageEvent>(payload) {
-                Err(e) => outcomes[i] = Some(Outcome::Poison(format!("unparseable event: {e}"))),
-                Ok(event) => match event.message_oid() {
-                    None => {
-                        outcomes[i] = Some(Outcome::Poison(format!(
-                            "malformed message id {:?}",
-                            event.message_id
-                        )))
-                    }
-                    Some(id) => wanted.push((i, event, id)),
-                },
+        let mut unreadable: Vec<Option<Outcome>> = vec![None; payloads.len()];
+        let (mut events, mut carrier) = (Vec::new(), Vec::new());
+        for (p, payload) in payloads.iter().enumerate() {
+            match events::decode(payload) {
+                Err(why) => unreadable[p] = Some(Outcome::Poison(why)),
+                Ok(carried) => {
+                    carrier.extend(std::iter::repeat_n(p, carried.len()));
+                    events.extend(carried);
+                }
+            }
+        }
+        let mut of_payload: Vec<Vec<Outcome>> = vec![Vec::new(); payloads.len()];
+        for (outcome, p) in self.handle_events(events).await.into_iter().zip(carrier) {
+            of_payload[p].push(outcome);
+        }
+        unreadable
+            .into_iter()
+            .zip(of_payload)
+            .map(|(poison, outcomes)| poison.unwrap_or_else(|| worst(outcomes)))
+            .collect()
+    }
+
+    /// Handles events, returning one outcome per event in order.
+    #[tracing::instrument(skip_all, fields(events = events.len()))]
+    async fn handle_events(&self, events: Vec<MessageEvent>) -> Vec<Outcome> {
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; events.len()];
+        let mut wanted: Vec<Item> = Vec::with_capacity(events.len());
+        for (i, event) in events.into_iter().enumerate() {
+            match event.message_oid() {
+                None => {
+                    outcomes[i] = Some(Outcome::Poison(format!(
+                        "malformed message id {:?}",
+                        event.message_id
+                    )))
+                }
+                Some(id) => wanted.push((i, event, id)),
             }
         }
         let ids: Vec<ObjectId> = wanted.iter().map(|(_, _, id)| *id).collect();
@@ -189,6 +213,23 @@ impl Dispatcher {
             });
         }
     }
+}
+
+/// How a payload is settled: by the worst outcome of its events. One to retry requeues it (the
+/// others are handled again as repeats); one unknown message dead-letters it, the others having
+/// been staged.
+fn worst(outcomes: Vec<Outcome>) -> Outcome {
+    let rank = |o: &Outcome| match o {
+        Outcome::AlreadyDone => 0,
+        Outcome::CanceledDuplicate => 1,
+        Outcome::Staged => 2,
+        Outcome::Poison(_) => 3,
+        Outcome::Retry(_) => 4,
+    };
+    outcomes
+        .into_iter()
+        .max_by_key(rank)
+        .expect("a payload carries at least one event")
 }
 
 /// The outcomes, once every event has one.

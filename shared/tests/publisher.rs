@@ -1,7 +1,8 @@
 //! The pooled publisher against the machine's RabbitMQ (`TEST_AMQP_URL`), each test under its own
-//! `AMQP_PREFIX`: concurrent publishes are all confirmed, each event reaches its lane's queue, a
-//! channel the broker broke is replaced, an unroutable event is not counted as published, and
-//! after the broker goes away and comes back the pool hands out working channels again.
+//! `AMQP_PREFIX`: concurrent publishes are all confirmed, each event reaches its lane's queue (a
+//! request's events together, in payloads of at most 32), a channel the broker broke is replaced,
+//! an unroutable event is not counted as published, and after the broker goes away and comes back
+//! the pool hands out working channels again.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -209,6 +210,47 @@ async fn each_event_goes_to_its_lanes_queue() {
         fast.push(event);
     }
     assert_eq!(fast, vec![mixed[0].clone(), mixed[3].clone()]);
+    f.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_request_s_events_travel_together_in_payloads_of_at_most_32() {
+    let f = Fixture::new(amqp_url()).await;
+    let request = mongodb::bson::oid::ObjectId::new().to_hex();
+    let mut of_request = events(70);
+    for e in &mut of_request {
+        e.request_id = request.clone();
+        e.accepted_at_ms = 5;
+        e.priority_weight = Some(50);
+    }
+    let mut all = of_request.clone();
+    all.extend(events(2));
+    assert_eq!(f.publisher.publish(&all).await.unwrap(), vec![true; 72]);
+    assert_eq!(
+        f.ready().await,
+        5,
+        "the request's 70 events in 3 payloads, the others' in one each"
+    );
+    let mut received = Vec::new();
+    let mut sizes = Vec::new();
+    while let Some(got) = f
+        .channel
+        .basic_get(
+            &f.topology.queue,
+            lapin::options::BasicGetOptions { no_ack: true },
+        )
+        .await
+        .unwrap()
+    {
+        let carried = sms_shared::amqp::events::decode(&got.delivery.data).expect("a payload");
+        sizes.push(carried.len());
+        received.extend(carried);
+    }
+    assert_eq!(sizes, vec![32, 32, 6, 1, 1]);
+    assert_eq!(received, all, "every event arrives once, in order");
+    let text = f.metrics.render();
+    assert!(text.contains("sms_events_published_total 72"), "{text}");
+    assert!(text.contains("sms_events_confirmed_total 72"), "{text}");
     f.cleanup().await;
 }
 

@@ -31,8 +31,9 @@ use tokio_util::sync::CancellationToken;
 use super::backlog;
 use crate::state::AppState;
 
-/// Events per publish batch (and per outbox scan).
-const BATCH: usize = 1000;
+/// Events per publish batch (and per outbox scan): a whole number of payloads, so a request's
+/// events fill every payload but its last.
+const BATCH: usize = 32 * sms_shared::amqp::events::EVENTS_PER_PAYLOAD;
 
 /// The event announcing one stored message.
 pub fn event(row: OutboxRow) -> MessageEvent {

@@ -92,8 +92,9 @@ async fn urgent_messages_take_the_fast_queue_and_the_rest_the_bulk_one() {
     submit_with(&app, &s, &nums[..1], 80).await;
     submit_with(&app, &s, &nums[1..], 79).await;
     let broker = Broker::of(&app).await;
+    // The bulk request's two events travel in one payload.
     assert!(
-        broker.holds(1, 2, 10).await,
+        broker.holds(1, 1, 10).await,
         "fast {} and bulk {}",
         broker.depth(Lane::Fast).await,
         broker.depth(Lane::Bulk).await
@@ -105,7 +106,7 @@ async fn urgent_messages_take_the_fast_queue_and_the_rest_the_bulk_one() {
     let bulk_queue = format!("sms_queue_messages{{queue=\"{}\"}}", broker.topology.queue);
     assert!(
         eventually(15, || async {
-            metric(&app, &fast_queue).await == 1.0 && metric(&app, &bulk_queue).await == 2.0
+            metric(&app, &fast_queue).await == 1.0 && metric(&app, &bulk_queue).await == 1.0
         })
         .await,
         "the gauges show both queues"
@@ -123,6 +124,18 @@ async fn urgent_messages_take_the_fast_queue_and_the_rest_the_bulk_one() {
         .expect("one fast event");
     let event: Value = serde_json::from_slice(&got.delivery.data).unwrap();
     assert_eq!(event["priority_weight"], 80, "{event}");
+    let got = broker
+        .channel
+        .basic_get(
+            &broker.topology.queue,
+            lapin::options::BasicGetOptions { no_ack: true },
+        )
+        .await
+        .unwrap()
+        .expect("one bulk payload");
+    let bulk = sms_shared::amqp::events::decode(&got.delivery.data).unwrap();
+    assert_eq!(bulk.len(), 2);
+    assert!(bulk.iter().all(|e| e.priority_weight == Some(79)));
 }
 
 #[tokio::test]
@@ -135,15 +148,16 @@ async fn a_fast_message_is_staged_while_a_bulk_backlog_waits() {
         submit_with(&app, &s, part, 50).await;
     }
     let broker = Broker::of(&app).await;
+    // Each request's 3,000 events in payloads of 32: 94 each.
     assert!(
-        broker.holds(0, 6000, 60).await,
+        broker.holds(0, 188, 60).await,
         "the bulk backlog is not in its queue: fast {} bulk {}, published {}",
         broker.depth(Lane::Fast).await,
         broker.depth(Lane::Bulk).await,
         app.count("sms_messages", doc! {"published": true}).await
     );
     let fast_request = submit_with(&app, &s, &nums[6000..], 100).await;
-    assert!(broker.holds(1, 6000, 10).await);
+    assert!(broker.holds(1, 188, 10).await);
     let dispatcher = app.spawn_dispatcher();
     let started = Instant::now();
     let fast = doc! {"request_id": oid(&fast_request), "staged": true};

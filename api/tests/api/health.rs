@@ -64,11 +64,11 @@ async fn health_and_metrics_count_the_dispatchers_and_waiting_events() {
         })
         .await
     );
-    // Nobody consumes: the events wait.
+    // Nobody consumes: the events wait, the request's two in one payload.
     assert_eq!(health_dispatchers(&app).await, 0);
     assert!(
-        eventually(15, || queue_gauges(&app, 2, 0)).await,
-        "the gauges show two waiting events and no dispatcher"
+        eventually(15, || queue_gauges(&app, 1, 0)).await,
+        "the gauges show the waiting payload and no dispatcher"
     );
 
     let first = app.spawn_dispatcher();

@@ -114,7 +114,17 @@ async fn during_a_backlog_bulk_marks_and_the_sweeper_wait_for_the_dispatchers() 
         )
         .await
         .unwrap();
-    submit_three(&app, &s).await;
+    // Three requests, three payloads: the dispatcher holds one, two wait.
+    for recipient in [
+        ("0901234567", "1"),
+        ("0901234568", "2"),
+        ("0901234569", "3"),
+    ] {
+        assert_eq!(
+            app.submit(&s, &[recipient]).await.status(),
+            StatusCode::ACCEPTED
+        );
+    }
     assert!(
         eventually(10, || async {
             let metrics = app.get("/metrics", Auth::None).await.text().await.unwrap();

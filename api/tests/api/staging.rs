@@ -1,5 +1,6 @@
 //! The dispatchers' side of a request: recent duplicates are cancelled (once, however many
-//! dispatchers run) and a poison event is dead-lettered while the others flow.
+//! dispatchers run), a poison event is dead-lettered while the others flow, and a payload of a
+//! request's events stages every message it names.
 
 use mongodb::bson::doc;
 use reqwest::StatusCode;
@@ -155,4 +156,67 @@ async fn a_poison_event_is_dead_lettered_while_others_flow() {
         .render()
         .contains("sms_events_dead_lettered_total 2"));
     dispatcher.stop().await;
+}
+
+/// The payload carrying these messages' events, as the API publishes a request's events.
+fn payload_of(messages: &[&sms_shared::db::messages::Message]) -> Vec<u8> {
+    let events: Vec<sms_shared::amqp::MessageEvent> = messages
+        .iter()
+        .map(|m| sms_api::background::outbox::event((*m).into()))
+        .collect();
+    let refs: Vec<&sms_shared::amqp::MessageEvent> = events.iter().collect();
+    sms_shared::amqp::events::encode(&refs)
+}
+
+#[tokio::test]
+async fn a_payload_stages_every_message_it_names_and_one_naming_an_unknown_message_is_poison() {
+    use sms_dispatcher::Outcome;
+    use sms_shared::db::messages::Message;
+
+    let app = spawn_app().await;
+    let s = app.sender().await;
+    let numbers: Vec<(String, String)> = (0..5)
+        .map(|i| (format!("090123450{i}"), format!("{i}")))
+        .collect();
+    let pairs: Vec<(&str, &str)> = numbers
+        .iter()
+        .map(|(to, code)| (to.as_str(), code.as_str()))
+        .collect();
+    assert_eq!(app.submit(&s, &pairs).await.status(), StatusCode::ACCEPTED);
+    let messages: Vec<Message> = all_messages(&app).await;
+    assert_eq!(messages.len(), 5);
+    let dispatcher = dispatcher(&app);
+
+    let three = payload_of(&[&messages[0], &messages[1], &messages[2]]);
+    assert_eq!(
+        dispatcher.handle_batch(&[&three]).await,
+        vec![Outcome::Staged]
+    );
+    assert_eq!(staged_count(&app).await, 3);
+    assert_eq!(app.count("sms_jobs", doc! {}).await, 3);
+
+    // Two new messages and one that does not exist: the two are staged, the payload is poison
+    // (it goes to the dead-letter queue, where it names the unknown message).
+    let mut unknown = messages[4].clone();
+    unknown.id = mongodb::bson::oid::ObjectId::new();
+    let mixed = payload_of(&[&messages[3], &unknown, &messages[4]]);
+    let outcomes = dispatcher.handle_batch(&[&mixed, &three]).await;
+    assert!(
+        matches!(&outcomes[0], Outcome::Poison(why) if why.contains(&unknown.id.to_hex())),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        outcomes[1],
+        Outcome::AlreadyDone,
+        "a repeat changes nothing"
+    );
+    assert_eq!(staged_count(&app).await, 5);
+    assert_eq!(app.count("sms_jobs", doc! {}).await, 5, "each staged once");
+
+    // Handled again (a replay of the dead-letter queue): nothing changes.
+    assert!(matches!(
+        dispatcher.handle_batch(&[&mixed]).await[..],
+        [Outcome::Poison(_)]
+    ));
+    assert_eq!(app.count("sms_jobs", doc! {}).await, 5);
 }

@@ -1,7 +1,7 @@
 //! RabbitMQ: how both binaries connect, the topology they declare (two message lanes and the
 //! wake fanout), the events, and the API's pooled confirming publisher.
 
-mod events;
+pub mod events;
 mod publisher;
 mod topology;
 mod wake;

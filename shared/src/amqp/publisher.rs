@@ -1,7 +1,8 @@
 //! The API's publisher: message events go out on a small pool of confirm-mode channels, so
 //! concurrent publishes run side by side instead of queueing on one channel.
 //!
-//! Each event goes to its lane's queue (routing key by `priority_weight`, see [`Lane`]), and
+//! Each event goes to its lane's queue (routing key by `priority_weight`, see [`Lane`]), in a
+//! payload with the other events of its request published with it (`events::payloads`), and
 //! each lane publishes on a pool of channels of its own, so that a fast event never waits for a
 //! channel busy with a thousand bulk events.
 //!
@@ -26,7 +27,9 @@ use lapin::publisher_confirm::Confirmation;
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel};
 
-use super::{properties, url_with_heartbeat, Lane, MessageEvent, Topology, CONNECT_TIMEOUT};
+use super::{
+    events, properties, url_with_heartbeat, Lane, MessageEvent, Topology, CONNECT_TIMEOUT,
+};
 use crate::config::AmqpConfig;
 use crate::metrics::Metrics;
 
@@ -190,7 +193,7 @@ impl MessageQueues {
 /// Publishes message events with publisher confirms and `mandatory`, from a pool of channels
 /// per lane.
 ///
-/// An event counts as published only when the broker acked it and did not return it.
+/// An event counts as published only when the broker acked its payload and did not return it.
 pub struct Publisher {
     topology: Topology,
     /// `FAST_LANE_PRIORITY`: events of messages at least this urgent take the fast lane.
@@ -352,20 +355,22 @@ impl Publisher {
         }
     }
 
-    /// Publishes `events` to `lane`'s queue on one of the lane's channels.
+    /// Publishes `events` to `lane`'s queue on one of the lane's channels, in payloads of a
+    /// request's events (`events::payloads`).
     async fn publish_lane(
         &self,
         lane: Lane,
         events: &[&MessageEvent],
     ) -> anyhow::Result<Vec<bool>> {
         let channel = self.channel(lane).await?;
-        let mut confirms = Vec::with_capacity(events.len());
-        for event in events {
-            let payload = serde_json::to_vec(event).expect("events serialise");
+        let payloads = events::payloads(events);
+        let mut confirms = Vec::with_capacity(payloads.len());
+        for group in &payloads {
+            let carried = &events[group.clone()];
             let props = BasicProperties::default()
                 .with_delivery_mode(2)
                 .with_content_type("application/json".into())
-                .with_message_id(event.message_id.clone().into());
+                .with_message_id(carried[0].message_id.clone().into());
             let sent = channel
                 .basic_publish(
                     &self.topology.events_exchange,
@@ -374,17 +379,17 @@ impl Publisher {
                         mandatory: true,
                         ..Default::default()
                     },
-                    &payload,
+                    &events::encode(carried),
                     props,
                 )
                 .await;
             match sent {
                 Ok(confirm) => {
-                    self.metrics.events_published.inc();
+                    self.metrics.events_published.inc_by(group.len() as u64);
                     confirms.push(Some(confirm));
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "publishing message event failed");
+                    tracing::warn!(error = %e, "publishing message events failed");
                     confirms.push(None);
                 }
             }
@@ -393,7 +398,8 @@ impl Publisher {
         let mut broken = false;
         let mut suspect = false;
         let mut nacked = 0;
-        for confirm in confirms {
+        for (confirm, group) in confirms.into_iter().zip(payloads) {
+            let carried = group.len() as u64;
             let ok = match confirm {
                 None => {
                     broken = true;
@@ -404,12 +410,12 @@ impl Publisher {
                     Ok(Confirmation::Ack(Some(_))) => {
                         // Unroutable: the queue or its binding is missing. A new channel
                         // declares them again.
-                        self.metrics.events_returned.inc();
+                        self.metrics.events_returned.inc_by(carried);
                         suspect = true;
                         false
                     }
                     Ok(Confirmation::Nack(_)) | Ok(Confirmation::NotRequested) => {
-                        nacked += 1;
+                        nacked += carried;
                         suspect = true;
                         false
                     }
@@ -421,9 +427,9 @@ impl Publisher {
                 },
             };
             if ok {
-                self.metrics.events_confirmed.inc();
+                self.metrics.events_confirmed.inc_by(carried);
             }
-            results.push(ok);
+            results.extend(group.map(|_| ok));
         }
         if nacked > 0 {
             tracing::warn!(count = nacked, "RabbitMQ refused message events");
