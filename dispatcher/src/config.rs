@@ -26,7 +26,7 @@ impl Config {
             amqp: AmqpConfig::from_env(env)?,
             rules: RulesConfig::from_env(env)?,
             metrics_addr: socket_addr(env, "DISPATCHER_METRICS_ADDR", "0.0.0.0:9100")?,
-            prefetch: env.ranged("DISPATCHER_PREFETCH", 128, 1, 5000)?,
+            prefetch: env.ranged("DISPATCHER_PREFETCH", 64, 1, 5000)?,
             log_format: LogFormat::from_env(env)?,
         })
     }

@@ -4,12 +4,12 @@
 //! 1. Read the batch's messages (one query). Unknown ids are poison; a message staged or
 //!    settled already needs nothing (a redelivered or republished event).
 //! 2. Claim the anti-dup key (`to + text`) of each pending, unstaged message (`db::dedup`).
-//! 3. Winners: insert their jobs into `sms_jobs` (unordered `insert_many`s of [`WRITE_PIECE`]
-//!    jobs; a job that exists already was inserted by an earlier delivery), waking the agents of
-//!    the jobs each inserted now (they are leasable from that moment), then mark their messages
-//!    staged and published and count the insertion on them (`stagings`), [`WRITE_PIECE`] per
-//!    write; messages whose job an earlier delivery inserted are only marked. The job comes
-//!    first, so a crash in between leaves a job whose message the redelivered event marks.
+//! 3. Winners: insert their jobs into `sms_jobs` (one unordered `insert_many`; a job that exists
+//!    already was inserted by an earlier delivery), wake the agents of the jobs inserted now
+//!    (they are leasable from that moment), then mark their messages staged and published and
+//!    count the insertion on them (`stagings`) in one write; messages whose job an earlier
+//!    delivery inserted are only marked. The job comes first, so a crash in between leaves a
+//!    job whose message the redelivered event marks.
 //! 4. Losers: cancelled as `DUPLICATE_RECENT` (unless an earlier delivery had already given
 //!    them a job: then they were winners), and counted `PENDING → CANCELED`.
 //!
@@ -28,11 +28,6 @@ use sms_shared::domain::status::Status;
 use sms_shared::time;
 
 use crate::{Dispatcher, Outcome};
-
-/// Jobs inserted, and messages marked staged, per write. A batch's writes go out in pieces this
-/// size, each holding `sms_jobs` or `sms_messages` no longer than a phone's poll's writes, so
-/// that a one-time password's write waiting behind one is not held up long.
-const WRITE_PIECE: usize = 64;
 
 /// One event of the batch that names a known message: its position and the event.
 type Item = (usize, MessageEvent, ObjectId);
@@ -155,9 +150,15 @@ impl Dispatcher {
             .iter()
             .filter_map(|(_, _, id)| found.get(id).and_then(|m| Job::of(m, now)))
             .collect();
-        let (inserted, failed) = self.insert_jobs(&jobs).await;
+        let (inserted, failed) = self.db.jobs.stage(&jobs).await;
         let new: HashSet<&ObjectId> = inserted.iter().collect();
-        let counted = self.count_stagings(&inserted, now).await;
+        self.wake.send(
+            jobs.iter()
+                .filter(|j| new.contains(&j.id))
+                .flat_map(|j| j.lanes.iter().cloned())
+                .collect(),
+        );
+        let counted = self.db.messages.stage_inserted(&inserted, now).await;
         let rest: Vec<ObjectId> = won
             .iter()
             .map(|(_, _, id)| *id)
@@ -192,37 +193,6 @@ impl Dispatcher {
                 }
             }
         }
-    }
-
-    /// Inserts `jobs` [`WRITE_PIECE`] at a time, waking the agents of each piece's new jobs as
-    /// soon as they are leasable; stops at the first piece that fails. Returns the ids inserted
-    /// now, and the failure.
-    async fn insert_jobs(&self, jobs: &[Job]) -> (Vec<ObjectId>, Option<mongodb::error::Error>) {
-        let mut inserted = Vec::with_capacity(jobs.len());
-        for piece in jobs.chunks(WRITE_PIECE) {
-            let (new, failed) = self.db.jobs.stage(piece).await;
-            let now_leasable: HashSet<&ObjectId> = new.iter().collect();
-            self.wake.send(
-                piece
-                    .iter()
-                    .filter(|j| now_leasable.contains(&j.id))
-                    .flat_map(|j| j.lanes.iter().cloned())
-                    .collect(),
-            );
-            inserted.extend(new);
-            if failed.is_some() {
-                return (inserted, failed);
-            }
-        }
-        (inserted, None)
-    }
-
-    /// Marks the messages of the jobs inserted now staged, [`WRITE_PIECE`] at a time.
-    async fn count_stagings(&self, ids: &[ObjectId], now: DateTime) -> mongodb::error::Result<()> {
-        for piece in ids.chunks(WRITE_PIECE) {
-            self.db.messages.stage_inserted(piece, now).await?;
-        }
-        Ok(())
     }
 
     /// Step 4: the losers are cancelled as recent duplicates, and counted.
