@@ -53,13 +53,12 @@ impl MessageEvent {
 }
 
 /// A payload of several events: what they share, once.
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize)]
 struct Several<'a> {
-    #[serde(borrow)]
-    message_ids: Vec<std::borrow::Cow<'a, str>>,
-    request_id: std::borrow::Cow<'a, str>,
+    message_ids: Vec<&'a str>,
+    request_id: &'a str,
     accepted_at_ms: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     priority_weight: Option<i32>,
 }
 
@@ -97,11 +96,8 @@ pub fn encode(events: &[&MessageEvent]) -> Vec<u8> {
     match events {
         [one] => serde_json::to_vec(one).expect("events serialise"),
         [first, ..] => serde_json::to_vec(&Several {
-            message_ids: events
-                .iter()
-                .map(|e| e.message_id.as_str().into())
-                .collect(),
-            request_id: first.request_id.as_str().into(),
+            message_ids: events.iter().map(|e| e.message_id.as_str()).collect(),
+            request_id: &first.request_id,
             accepted_at_ms: first.accepted_at_ms,
             priority_weight: first.priority_weight,
         })
