@@ -301,7 +301,7 @@ async fn drain(lane: LaneConsumer, handling: Handling, stop: CancellationToken) 
                             }
                         }
                     }
-                    held.spawn(settle(handling.clone(), lane, batch));
+                    held.spawn(settle(handling.clone(), lane, batch, carried));
                     if let Some(ended) = lost {
                         break ended;
                     }
@@ -332,9 +332,9 @@ fn consumer_lost(lane: Lane, next: Option<lapin::Result<Delivery>>) -> Ended {
     })
 }
 
-/// Handles a batch of deliveries and settles each: ack, reject to the dead-letter queue, or
-/// requeue after a pause.
-async fn settle(handling: Handling, lane: Lane, batch: Vec<Delivery>) {
+/// Handles a batch of deliveries (carrying `carried` events, as counted while gathering them) and
+/// settles each: ack, reject to the dead-letter queue, or requeue after a pause.
+async fn settle(handling: Handling, lane: Lane, batch: Vec<Delivery>, carried: usize) {
     let Handling {
         dispatcher,
         pacer,
@@ -345,7 +345,7 @@ async fn settle(handling: Handling, lane: Lane, batch: Vec<Delivery>) {
         .metrics()
         .stage_batch_events
         .with_label_values(&[lane.as_str()])
-        .observe(batch.iter().map(events_in).sum::<usize>() as f64);
+        .observe(carried as f64);
     let outcomes = dispatcher.handle_batch(&payloads).await;
     let failure = outcomes.iter().find_map(|o| match o {
         Outcome::Retry(error) => Some(error.clone()),
