@@ -83,6 +83,20 @@ impl Fixture {
             .message_count()
     }
 
+    /// Takes every payload waiting in `queue`, in order.
+    async fn drain(&self, queue: &str) -> Vec<Vec<u8>> {
+        let mut payloads = Vec::new();
+        while let Some(got) = self
+            .channel
+            .basic_get(queue, lapin::options::BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            payloads.push(got.delivery.data);
+        }
+        payloads
+    }
+
     async fn cleanup(self) {
         for q in self.topology.queues() {
             let _ = self.channel.queue_delete(q, Default::default()).await;
@@ -196,19 +210,12 @@ async fn each_event_goes_to_its_lanes_queue() {
     let stats = f.publisher.queue_stats().await.unwrap();
     assert_eq!((stats.fast.messages, stats.bulk.messages), (2, 4));
     assert_eq!(stats.ready(), 6);
-    let mut fast = Vec::new();
-    while let Some(got) = f
-        .channel
-        .basic_get(
-            &f.topology.fast_queue,
-            lapin::options::BasicGetOptions { no_ack: true },
-        )
+    let fast: Vec<MessageEvent> = f
+        .drain(&f.topology.fast_queue)
         .await
-        .unwrap()
-    {
-        let event: MessageEvent = serde_json::from_slice(&got.delivery.data).unwrap();
-        fast.push(event);
-    }
+        .iter()
+        .map(|payload| serde_json::from_slice(payload).unwrap())
+        .collect();
     assert_eq!(fast, vec![mixed[0].clone(), mixed[3].clone()]);
     f.cleanup().await;
 }
@@ -233,16 +240,8 @@ async fn a_request_s_events_travel_together_in_payloads_of_at_most_32() {
     );
     let mut received = Vec::new();
     let mut sizes = Vec::new();
-    while let Some(got) = f
-        .channel
-        .basic_get(
-            &f.topology.queue,
-            lapin::options::BasicGetOptions { no_ack: true },
-        )
-        .await
-        .unwrap()
-    {
-        let carried = sms_shared::amqp::events::decode(&got.delivery.data).expect("a payload");
+    for payload in f.drain(&f.topology.queue).await {
+        let carried = sms_shared::amqp::events::decode(&payload).expect("a payload");
         sizes.push(carried.len());
         received.extend(carried);
     }

@@ -76,6 +76,18 @@ impl Broker {
         .await
     }
 
+    /// Takes the next payload waiting in `lane`'s queue.
+    async fn take(&self, lane: Lane) -> Option<Vec<u8>> {
+        self.channel
+            .basic_get(
+                self.topology.queue_of(lane),
+                lapin::options::BasicGetOptions { no_ack: true },
+            )
+            .await
+            .unwrap()
+            .map(|got| got.delivery.data)
+    }
+
     async fn purge(&self, lane: Lane) {
         self.channel
             .queue_purge(self.topology.queue_of(lane), Default::default())
@@ -113,27 +125,11 @@ async fn urgent_messages_take_the_fast_queue_and_the_rest_the_bulk_one() {
     );
     let health: Value = app.get("/health", Auth::None).await.json().await.unwrap();
     assert_eq!(health["dispatchers"], 0);
-    let got = broker
-        .channel
-        .basic_get(
-            &broker.topology.fast_queue,
-            lapin::options::BasicGetOptions { no_ack: true },
-        )
-        .await
-        .unwrap()
-        .expect("one fast event");
-    let event: Value = serde_json::from_slice(&got.delivery.data).unwrap();
+    let fast = broker.take(Lane::Fast).await.expect("one fast event");
+    let event: Value = serde_json::from_slice(&fast).unwrap();
     assert_eq!(event["priority_weight"], 80, "{event}");
-    let got = broker
-        .channel
-        .basic_get(
-            &broker.topology.queue,
-            lapin::options::BasicGetOptions { no_ack: true },
-        )
-        .await
-        .unwrap()
-        .expect("one bulk payload");
-    let bulk = sms_shared::amqp::events::decode(&got.delivery.data).unwrap();
+    let bulk = broker.take(Lane::Bulk).await.expect("one bulk payload");
+    let bulk = sms_shared::amqp::events::decode(&bulk).unwrap();
     assert_eq!(bulk.len(), 2);
     assert!(bulk.iter().all(|e| e.priority_weight == Some(79)));
 }
