@@ -27,6 +27,7 @@ use sms_shared::config::AmqpConfig;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::staging::Decoded;
 use crate::{Dispatcher, Outcome};
 
 /// Bulk batches staged at once, each of whole deliveries until it holds at least an equal share
@@ -278,11 +279,11 @@ async fn drain(lane: LaneConsumer, handling: Handling, stop: CancellationToken) 
                 Some(Ok(delivery)) => {
                     // Take whatever else arrives within a moment, to stage it with the same
                     // queries.
-                    let mut carried = events_in(&delivery);
-                    let mut batch = vec![delivery];
+                    let mut batch = Gathered::default();
+                    batch.push(delivery);
                     let gather = tokio::time::Instant::now() + GATHER;
                     let mut lost = None;
-                    while carried < most {
+                    while batch.events < most {
                         let next = match consumer.next().now_or_never() {
                             Some(next) => next,
                             None => match tokio::time::timeout_at(gather, consumer.next()).await {
@@ -291,17 +292,14 @@ async fn drain(lane: LaneConsumer, handling: Handling, stop: CancellationToken) 
                             },
                         };
                         match next {
-                            Some(Ok(d)) => {
-                                carried += events_in(&d);
-                                batch.push(d);
-                            }
+                            Some(Ok(d)) => batch.push(d),
                             other => {
                                 lost = Some(consumer_lost(lane, other));
                                 break;
                             }
                         }
                     }
-                    held.spawn(settle(handling.clone(), lane, batch, carried));
+                    held.spawn(settle(handling.clone(), lane, batch));
                     if let Some(ended) = lost {
                         break ended;
                     }
@@ -315,9 +313,22 @@ async fn drain(lane: LaneConsumer, handling: Handling, stop: CancellationToken) 
     ended
 }
 
-/// The message events `delivery` carries (1 for a poison payload).
-fn events_in(delivery: &Delivery) -> usize {
-    amqp::events::decode(&delivery.data).map_or(1, |events| events.len())
+/// Deliveries gathered for one staging batch, each decoded once.
+#[derive(Default)]
+struct Gathered {
+    deliveries: Vec<Delivery>,
+    payloads: Vec<Decoded>,
+    /// The message events they carry (a poison payload counts as one).
+    events: usize,
+}
+
+impl Gathered {
+    fn push(&mut self, delivery: Delivery) {
+        let payload = amqp::events::decode(&delivery.data);
+        self.events += payload.as_ref().map_or(1, Vec::len);
+        self.payloads.push(payload);
+        self.deliveries.push(delivery);
+    }
 }
 
 /// How a lane's consumer stream ended that yielded `next` instead of a delivery.
@@ -332,21 +343,25 @@ fn consumer_lost(lane: Lane, next: Option<lapin::Result<Delivery>>) -> Ended {
     })
 }
 
-/// Handles a batch of deliveries (carrying `carried` events, as counted while gathering them) and
-/// settles each: ack, reject to the dead-letter queue, or requeue after a pause.
-async fn settle(handling: Handling, lane: Lane, batch: Vec<Delivery>, carried: usize) {
+/// Handles a batch of deliveries and settles each: ack, reject to the dead-letter queue, or
+/// requeue after a pause.
+async fn settle(handling: Handling, lane: Lane, batch: Gathered) {
     let Handling {
         dispatcher,
         pacer,
         shutdown,
     } = handling;
-    let payloads: Vec<&[u8]> = batch.iter().map(|d| d.data.as_slice()).collect();
+    let Gathered {
+        deliveries,
+        payloads,
+        events,
+    } = batch;
     dispatcher
         .metrics()
         .stage_batch_events
         .with_label_values(&[lane.as_str()])
-        .observe(carried as f64);
-    let outcomes = dispatcher.handle_batch(&payloads).await;
+        .observe(events as f64);
+    let outcomes = dispatcher.handle_decoded(payloads).await;
     let failure = outcomes.iter().find_map(|o| match o {
         Outcome::Retry(error) => Some(error.clone()),
         _ => None,
@@ -362,7 +377,7 @@ async fn settle(handling: Handling, lane: Lane, batch: Vec<Delivery>, carried: u
     } else {
         pacer.reset();
     }
-    for (delivery, outcome) in batch.into_iter().zip(outcomes) {
+    for (delivery, outcome) in deliveries.into_iter().zip(outcomes) {
         let settled = match &outcome {
             Outcome::Staged | Outcome::CanceledDuplicate | Outcome::AlreadyDone => {
                 crate::fault::maybe_crash_before_ack();

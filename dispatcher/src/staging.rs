@@ -29,18 +29,27 @@ use sms_shared::time;
 
 use crate::{Dispatcher, Outcome};
 
+/// A payload as decoded: the events it carries, or why it is poison.
+pub(crate) type Decoded = Result<Vec<MessageEvent>, String>;
+
 /// One event of the batch that names a known message: its position and the event.
 type Item = (usize, MessageEvent, ObjectId);
 
 impl Dispatcher {
     /// Handles a batch of payloads (each carrying one or more events), returning one outcome per
     /// payload in order: the worst of its events' (see [`worst`]).
-    #[tracing::instrument(skip_all, fields(payloads = payloads.len()))]
     pub async fn handle_batch(&self, payloads: &[&[u8]]) -> Vec<Outcome> {
+        self.handle_decoded(payloads.iter().map(|p| events::decode(p)).collect())
+            .await
+    }
+
+    /// [`Dispatcher::handle_batch`] of payloads already decoded.
+    #[tracing::instrument(skip_all, fields(payloads = payloads.len()))]
+    pub(crate) async fn handle_decoded(&self, payloads: Vec<Decoded>) -> Vec<Outcome> {
         let mut unreadable: Vec<Option<Outcome>> = vec![None; payloads.len()];
         let (mut events, mut carrier) = (Vec::new(), Vec::new());
-        for (p, payload) in payloads.iter().enumerate() {
-            match events::decode(payload) {
+        for (p, payload) in payloads.into_iter().enumerate() {
+            match payload {
                 Err(why) => unreadable[p] = Some(Outcome::Poison(why)),
                 Ok(carried) => {
                     carrier.extend(std::iter::repeat_n(p, carried.len()));
@@ -48,7 +57,7 @@ impl Dispatcher {
                 }
             }
         }
-        let mut of_payload: Vec<Vec<Outcome>> = vec![Vec::new(); payloads.len()];
+        let mut of_payload: Vec<Vec<Outcome>> = vec![Vec::new(); unreadable.len()];
         for (outcome, p) in self.handle_events(events).await.into_iter().zip(carrier) {
             of_payload[p].push(outcome);
         }
