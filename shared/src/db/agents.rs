@@ -253,10 +253,13 @@ impl Agents {
         let id = agent.id;
         self.0
             .update_one(
-                doc! {"_id": id, "$or": [
-                    {"last_poll_at": Bson::Null},
-                    {"last_poll_at": {"$lt": fresh}},
-                ]},
+                super::by_id_and(
+                    id,
+                    doc! {"$or": [
+                        {"last_poll_at": Bson::Null},
+                        {"last_poll_at": {"$lt": fresh}},
+                    ]},
+                ),
                 doc! {"$set": {"last_poll_at": now}},
             )
             .await

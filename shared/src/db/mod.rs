@@ -192,6 +192,19 @@ pub fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
     }
 }
 
+/// The filter of the documents `id` names (an id, or `{"$in": [ids]}`) that also match `rest`,
+/// written so that the database finds them by `_id` whatever `rest` holds. Some
+/// MongoDB-compatible servers route a write's filter through an index only when no top-level
+/// operator but `$and` leads it: `{_id: .., $or: [..]}` made SecantusDB scan the whole
+/// collection on every such write. As conjuncts, `_id` is looked up and `rest` checked on what it
+/// finds; MongoDB plans both shapes alike.
+pub fn by_id_and(
+    id: impl Into<mongodb::bson::Bson>,
+    rest: mongodb::bson::Document,
+) -> mongodb::bson::Document {
+    mongodb::bson::doc! {"$and": [{"_id": id.into()}, rest]}
+}
+
 /// The `_id`s of `coll`'s documents matching `filter` (read only: no document is fetched
 /// whole).
 pub(crate) async fn ids_matching<T: Send + Sync>(

@@ -50,7 +50,6 @@ fn fence(agent: ObjectId, id: impl Into<Bson>, status: Status, lease_id: Option<
         .map(Status::as_str)
         .collect();
     let mut f = doc! {
-        "_id": id.into(),
         "status": {"$in": predecessors},
         "$or": [
             {"holder": agent},
@@ -60,7 +59,7 @@ fn fence(agent: ObjectId, id: impl Into<Bson>, status: Status, lease_id: Option<
     if let Some(lease) = lease_id {
         f.insert("lease_id", lease);
     }
-    f
+    crate::db::by_id_and(id, f)
 }
 
 impl Jobs {
@@ -119,5 +118,22 @@ impl Jobs {
                     .matched_count
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fence_finds_its_jobs_by_id_and_checks_the_rest_on_them() {
+        let (agent, id) = (ObjectId::new(), ObjectId::new());
+        let f = fence(agent, id, Status::Sent, Some("lease"));
+        assert_eq!(f.keys().collect::<Vec<_>>(), ["$and"]);
+        let conjuncts = f.get_array("$and").unwrap();
+        assert_eq!(conjuncts[0], Bson::Document(doc! {"_id": id}));
+        let rest = conjuncts[1].as_document().unwrap();
+        assert_eq!(rest.get_str("lease_id"), Ok("lease"));
+        assert!(rest.contains_key("$or") && rest.contains_key("status"));
     }
 }

@@ -40,19 +40,21 @@ fn expected(job: &Job, claimed: &Claimed) -> (Status, Option<ObjectId>) {
 /// retryable failure gave the job back (`tried_by`) before the message followed.
 fn leasable(job: &Job, lease_id: &str) -> Document {
     let waiting = [Status::Pending.as_str(), Status::Assigned.as_str()];
-    let mut filter = doc! {"_id": job.id, "lease_id": {"$ne": lease_id}};
     if job.tried_by.is_empty() {
-        filter.insert("status", doc! {"$in": waiting.as_slice()});
-    } else {
-        filter.insert(
-            "$or",
-            vec![
-                doc! {"status": {"$in": waiting.as_slice()}},
-                doc! {"status": Status::Sending.as_str(), "agent_id": {"$in": &job.tried_by}},
-            ],
-        );
+        return doc! {
+            "_id": job.id,
+            "lease_id": {"$ne": lease_id},
+            "status": {"$in": waiting.as_slice()},
+        };
     }
-    filter
+    let either = doc! {
+        "lease_id": {"$ne": lease_id},
+        "$or": [
+            {"status": {"$in": waiting.as_slice()}},
+            {"status": Status::Sending.as_str(), "agent_id": {"$in": &job.tried_by}},
+        ],
+    };
+    crate::db::by_id_and(job.id, either)
 }
 
 impl Messages {
