@@ -198,7 +198,7 @@ pub fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
 /// operator but `$and` leads it: `{_id: .., $or: [..]}` made SecantusDB scan the whole
 /// collection on every such write. As conjuncts, `_id` is looked up and `rest` checked on what it
 /// finds; MongoDB plans both shapes alike.
-pub fn by_id_and(
+pub(crate) fn by_id_and(
     id: impl Into<mongodb::bson::Bson>,
     rest: mongodb::bson::Document,
 ) -> mongodb::bson::Document {
