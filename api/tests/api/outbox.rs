@@ -115,11 +115,7 @@ async fn during_a_backlog_bulk_marks_and_the_sweeper_wait_for_the_dispatchers() 
         .await
         .unwrap();
     // Three requests, three payloads: the dispatcher holds one, two wait.
-    for recipient in [
-        ("0901234567", "1"),
-        ("0901234568", "2"),
-        ("0901234569", "3"),
-    ] {
+    for recipient in THREE {
         assert_eq!(
             app.submit(&s, &[recipient]).await.status(),
             StatusCode::ACCEPTED
@@ -245,15 +241,14 @@ async fn create_indexes_retires_the_lease_indexes_of_sms_messages() {
     );
 }
 
-/// Submits a request of three messages.
+/// Three recipients, each with its own code.
+const THREE: [(&str, &str); 3] = [
+    ("0901234567", "1"),
+    ("0901234568", "2"),
+    ("0901234569", "3"),
+];
+
+/// One request to [`THREE`].
 async fn submit_three(app: &TestApp, s: &Sender) {
-    let recipients = [
-        ("0901234567", "1"),
-        ("0901234568", "2"),
-        ("0901234569", "3"),
-    ];
-    assert_eq!(
-        app.submit(s, &recipients).await.status(),
-        StatusCode::ACCEPTED
-    );
+    assert_eq!(app.submit(s, &THREE).await.status(), StatusCode::ACCEPTED);
 }
